@@ -1,0 +1,160 @@
+"""Finds every optimizer, metric and task through pluggy and the `optbench` entry-point group.
+
+Our own plugins are registered by the same entry points a third party declares, so the registry has one
+way in. Each plugin's hooks are called one by one so that a plugin that fails to import or raises is
+reported with its name while the others keep working.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata as md
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from optbench import hookspecs
+from optbench.errors import OptbenchError, UnknownNameError
+from optbench.specs import MetricSpec, OptimizerSpec, TaskSpec, check_name
+
+KINDS = {
+    "optimizer": ("optbench_register_optimizers", OptimizerSpec),
+    "metric": ("optbench_register_metrics", MetricSpec),
+    "task": ("optbench_register_tasks", TaskSpec),
+}
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A spec and where it came from."""
+
+    spec: Any
+    plugin: str  # the entry-point (or registration) name
+    distribution: str  # the installed distribution that provides it
+    version: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    plugin: str
+    distribution: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} (from {self.distribution}) failed: {self.message}"
+
+
+@dataclass
+class Registry:
+    manager: pluggy.PluginManager
+    entries: dict[str, dict[str, Registered]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    problems: list[PluginProblem] = field(default_factory=list)
+
+    # --- lookup -------------------------------------------------------------------------------------
+    def get(self, kind: str, name: str) -> Registered:
+        table = self.entries[kind]
+        if name in table:
+            return table[name]
+        raise UnknownNameError(kind, name, table)
+
+    def optimizer(self, name: str) -> Registered:
+        return self.get("optimizer", name)
+
+    def task(self, name: str) -> Registered:
+        return self.get("task", name)
+
+    def metric(self, name: str) -> Registered:
+        return self.get("metric", name)
+
+    def names(self, kind: str, pattern: str | None = None) -> list[str]:
+        names = sorted(self.entries[kind])
+        return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+    def suite(self, suite: str) -> list[str]:
+        names = [n for n, r in self.entries["task"].items() if suite in r.spec.suites]
+        if not names:
+            suites = sorted({s for r in self.entries["task"].values() for s in r.spec.suites})
+            raise OptbenchError(f"no task belongs to suite {suite!r}.", f"Known suites: {', '.join(suites)}.")
+        return sorted(names)
+
+    def trial_finished(self, row: dict[str, Any]) -> None:
+        """Tell observers about a row; an observer that raises is reported, never fatal."""
+        for impl in self.manager.hook.optbench_trial_finished.get_hookimpls():
+            try:
+                impl.function(trial=dict(row))
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug must not lose the row
+                self.problems.append(PluginProblem(impl.plugin_name, "?", f"trial_finished raised {exc!r}"))
+
+    # --- building -----------------------------------------------------------------------------------
+    def _collect(self, plugin_name: str, distribution: str, version: str) -> None:
+        plugin = self.manager.get_plugin(plugin_name)
+        for kind, (hook_name, spec_type) in KINDS.items():
+            impls = [i for i in getattr(self.manager.hook, hook_name).get_hookimpls() if i.plugin is plugin]
+            for impl in impls:
+                try:
+                    specs = list(impl.function() or [])
+                    for spec in specs:
+                        if not isinstance(spec, spec_type):
+                            raise TypeError(f"{hook_name} returned {type(spec).__name__}, not {spec_type.__name__}")
+                        check_name(kind, spec.name)
+                except Exception as exc:  # noqa: BLE001 - report, keep the other plugins
+                    self.problems.append(PluginProblem(plugin_name, distribution, f"{hook_name}: {exc}"))
+                    continue
+                table = self.entries[kind]
+                for spec in specs:
+                    if spec.name in table:
+                        other = table[spec.name]
+                        raise OptbenchError(
+                            f"{kind} name {spec.name!r} is registered twice: by plugin {other.plugin!r} "
+                            f"({other.distribution}) and by plugin {plugin_name!r} ({distribution}).",
+                            "Uninstall one of the two packages or rename the optimizer in one of them.",
+                        )
+                    table[spec.name] = Registered(spec, plugin_name, distribution, version)
+
+    def add_plugin(self, plugin: object, name: str, distribution: str = "local", version: str = "") -> None:
+        self.manager.register(plugin, name=name)
+        self._collect(name, distribution, version)
+
+
+def _new_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), entry_points: bool = True) -> Registry:
+    """Build a registry from the installed entry points plus any (name, plugin) pairs given."""
+    registry = Registry(_new_manager())
+    if entry_points:
+        eps = sorted(md.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda e: e.name)
+        for ep in eps:
+            dist = ep.dist.name if ep.dist is not None else "?"
+            version = ep.dist.version if ep.dist is not None else ""
+            if registry.manager.has_plugin(ep.name):
+                continue  # the same distribution seen twice on sys.path
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take down the others
+                registry.problems.append(PluginProblem(ep.name, dist, f"import failed: {exc!r}"))
+                continue
+            registry.add_plugin(plugin, ep.name, dist, version)
+    for name, plugin in extra_plugins:
+        registry.add_plugin(plugin, name)
+    return registry
+
+
+_CACHED: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry of installed plugins, loaded once."""
+    global _CACHED
+    if _CACHED is None:
+        _CACHED = load_registry()
+    return _CACHED

@@ -1,0 +1,197 @@
+"""The declarative parts a plugin hands to optbench: optimizers, metrics and tasks.
+
+Specs are plain frozen dataclasses so that a third-party package can build them without touching any
+engine internals; the engine only ever reads them.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+class Needs(str, enum.Enum):
+    """What `optimizer.step(closure)` relies on the runner to provide.
+
+    The runner always evaluates the loss at the current iterate before calling `step`; for every kind but
+    `LOSS_ONLY` it has also back-propagated, so `p.grad` holds the gradient there. `step` then receives a
+    closure `closure(backward=True, create_graph=False, sampled_labels=False) -> loss` that zeroes the
+    gradients and re-evaluates loss (and gradients) at the *current* parameters on the same batch.
+    """
+
+    GRADIENT = "gradient"  # plain gradients; the closure is passed but need not be called
+    CLOSURE = "closure"  # re-evaluates loss and gradients at perturbed points (SAM, GAM, Entropy-SGD)
+    HESSIAN = "hessian"  # gradients built with create_graph=True so step() can take HVPs (Sophia-H)
+    SAMPLED_LABELS = "sampled-labels"  # closure(sampled_labels=True) uses labels sampled from the model
+    LOSS_ONLY = "loss-only"  # zeroth order: no backward pass at all
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer a plugin offers. `build(params, **hparams)` returns a `torch.optim.Optimizer`."""
+
+    name: str
+    build: Callable[..., torch.optim.Optimizer]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    search_space: Mapping[str, Any] = field(default_factory=dict)
+    needs: Needs = Needs.GRADIENT
+    wants_model: bool = False  # build() also receives model=<nn.Module> (layer hooks, e.g. AdaFisher)
+    paper: str = ""
+    summary: str = ""
+
+
+class MetricWhen(str, enum.Enum):
+    EVAL = "eval"  # at every metric evaluation point and at the end
+    FINAL = "final"  # at the end of the trial only
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A measurement taken on a trial's state. `compute(ctx) -> dict[str, float]`."""
+
+    name: str
+    compute: Callable[[MetricContext], Mapping[str, float]]
+    when: MetricWhen = MetricWhen.EVAL
+    summary: str = ""
+    default: bool = True  # computed when the user names no metrics
+
+
+@dataclass(frozen=True)
+class Target:
+    """The quality level that time-to-target measures: `split/name` reaching `value`."""
+
+    name: str  # a key of TaskInstance.evaluate(), e.g. "test_loss" or "test_accuracy"
+    value: float
+    mode: str = "min"  # "min": reached when metric <= value; "max": when metric >= value
+
+    def reached(self, metrics: Mapping[str, float]) -> bool:
+        v = metrics.get(self.name)
+        if v is None:
+            return False
+        return v <= self.value if self.mode == "min" else v >= self.value
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a preset is for; the numbers live in the task."""
+
+    description: str
+    wants_gpu: bool = False
+
+
+class TaskInstance:
+    """One built task: what the runner trains and measures. Subclass and fill in the abstract parts."""
+
+    #: what the rows say in `dataset`; must contain "synthetic" when the data is synthetic
+    dataset: str = ""
+    #: training steps for this preset
+    budget: int = 100
+    #: evaluate quality every this many steps
+    eval_every: int = 10
+    #: time-to-target threshold, or None
+    target: Target | None = None
+    #: the model being trained, when there is one (metric plugins and hook-based optimizers use it)
+    model: torch.nn.Module | None = None
+    #: examples consumed per training step (throughput reporting)
+    batch_size: int = 1
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The leaf tensors to optimise."""
+        if self.model is None:
+            raise NotImplementedError
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def batches(self) -> Iterator[Any]:
+        """An endless stream of training batches."""
+        raise NotImplementedError
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        """Scalar training loss on `batch` at the current parameters."""
+        raise NotImplementedError
+
+    def sampled_loss(self, batch: Any) -> torch.Tensor:
+        """Loss against labels sampled from the model's own predictive distribution (Sophia-G)."""
+        raise NotImplementedError(f"task {type(self).__name__} has no model likelihood to sample labels from")
+
+    def evaluate(self) -> dict[str, float]:
+        """Quality on held-out data: `test_loss`, and `test_accuracy` where it applies."""
+        raise NotImplementedError
+
+    def curvature_loss(self) -> torch.Tensor:
+        """Loss on the fixed curvature batch, model in eval mode; differentiable w.r.t. parameters()."""
+        raise NotImplementedError
+
+    def exact_hessian_eigenvalues(self) -> torch.Tensor | None:
+        """The Hessian's exact spectrum where the task knows it (quadratics); None elsewhere."""
+        return None
+
+    def train(self) -> None:
+        if self.model is not None:
+            self.model.train()
+
+    def eval(self) -> None:
+        if self.model is not None:
+            self.model.eval()
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task a plugin offers. `build(preset, seed, device, data_dir, **options) -> TaskInstance`.
+
+    Options the engine may pass: `synthetic` (bool: use deterministic synthetic data), `amp` ("bf16" or
+    None), `channels_last` (bool). A task ignores options it has no use for.
+    """
+
+    name: str
+    build: Callable[..., TaskInstance]
+    presets: Mapping[str, Preset] = field(
+        default_factory=lambda: {"smoke": Preset("seconds on a CPU"), "full": Preset("the real benchmark", True)}
+    )
+    suites: tuple[str, ...] = ("default",)
+    summary: str = ""
+    paper: str = ""
+
+
+@dataclass
+class MetricContext:
+    """What a metric sees: the trained state, the curvature batch's loss and a Hessian-vector product."""
+
+    task: TaskInstance
+    params: list[torch.Tensor]
+    step: int
+    device: torch.device
+    #: `hvp(vs) -> list[Tensor]`: Hessian of curvature_loss() times vs (same shapes as params)
+    hvp: Callable[[list[torch.Tensor]], list[torch.Tensor]]
+    #: exact Hessian spectrum where the task has one
+    exact_eigenvalues: torch.Tensor | None = None
+    #: long-format points a metric wants in the curves table: (split, name, value)
+    extra_points: list[tuple[str, str, float]] = field(default_factory=list)
+    #: a shared cache so metrics on the same point can reuse work (e.g. one Lanczos run)
+    cache: dict[str, Any] = field(default_factory=dict)
+    #: how many HVPs each metric used, filled by `hvp` wrappers
+    hvp_calls: int = 0
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        return self.task.model
+
+
+def check_name(kind: str, name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"{kind} name {name!r} is not kebab-case (lowercase letters, digits and '-')")
+
+
+def ensure_list(specs: Iterable[Any] | None) -> list[Any]:
+    return list(specs) if specs else []
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
+    return Path(data_dir).expanduser() if data_dir else None

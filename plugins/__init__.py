@@ -1,0 +1,1 @@
+"""First-party optimizer and metric plugins, registered through the public `optbench` hooks."""

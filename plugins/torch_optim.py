@@ -1,0 +1,55 @@
+"""torch.optim's optimizers as optbench plugins: the baselines every other optimizer is compared to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from optbench import OptimizerSpec, hookimpl
+
+
+def _fastest_impl(params: list[torch.Tensor]) -> dict[str, bool]:
+    """AdamW's fastest kernel on the device: fused where supported (CUDA, and CPU in recent torch)."""
+    return {"fused": True} if params and all(p.is_cuda for p in params) else {"foreach": True}
+
+
+def _build_sgd(params: Iterable[Any], **hp: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        params, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"], weight_decay=hp["weight_decay"]
+    )
+
+
+def _build_adamw(params: Iterable[Any], **hp: Any) -> torch.optim.Optimizer:
+    params = list(params)
+    return torch.optim.AdamW(
+        params,
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        eps=hp["eps"],
+        weight_decay=hp["weight_decay"],
+        **_fastest_impl(params),
+    )
+
+
+@hookimpl
+def optbench_register_optimizers() -> list[OptimizerSpec]:
+    return [
+        OptimizerSpec(
+            name="sgd",
+            build=_build_sgd,
+            defaults={"lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
+            search_space={"lr": ("log-uniform", 1e-4, 1.0), "momentum": ("uniform", 0.0, 0.99)},
+            paper="Polyak 1964; Sutskever et al. 2013",
+            summary="SGD with heavy-ball momentum (torch.optim.SGD)",
+        ),
+        OptimizerSpec(
+            name="adamw",
+            build=_build_adamw,
+            defaults={"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+            search_space={"lr": ("log-uniform", 1e-5, 1e-1), "weight_decay": ("log-uniform", 1e-4, 1.0)},
+            paper="Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization, arXiv:1711.05101",
+            summary="AdamW (torch.optim.AdamW; fused on CUDA, foreach on CPU); the speed baseline",
+        ),
+    ]

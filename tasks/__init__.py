@@ -1,0 +1,1 @@
+"""The standard tasks, registered through the public `optbench` task hook."""
