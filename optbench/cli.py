@@ -125,7 +125,15 @@ def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device,
     registry = _registry()
     task_names = list(tasks) or registry.suite(suite)
     options = {"synthetic": True} if synthetic else {}
-    trials = plan(registry, list(optimizers), task_names, preset, range(seeds), hp, options)
+    suite_options: dict[str, dict] = {}
+    if not tasks and data_dir is None:  # a suite's declared options (e.g. synthetic data) apply without --data-dir
+        for name in task_names:
+            declared = dict(registry.task(name).spec.suite_options.get(suite, {}))
+            if declared:
+                suite_options[name] = declared
+                err_console.print(f"[dim]{name}: suite {suite!r} runs it with {declared} "
+                                  "(pass --data-dir for real data)[/dim]")
+    trials = plan(registry, list(optimizers), task_names, preset, range(seeds), hp, options, suite_options)
     if no_metrics:
         metric_names: list[str] | None = []
     else:

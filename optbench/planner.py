@@ -90,8 +90,10 @@ def plan(
     seeds: Sequence[int],
     hp_overrides: Sequence[str] = (),
     options: dict[str, Any] | None = None,
+    task_options: dict[str, dict[str, Any]] | None = None,
 ) -> list[Trial]:
-    """Validate everything, then expand the grid tasks x optimizers x seeds."""
+    """Validate everything, then expand the grid tasks x optimizers x seeds. `options` go to every task;
+    `task_options` add per-task ones (a suite's declared options)."""
     if not optimizers:
         raise OptbenchError("no optimizer given.", "Name one with --optimizer, e.g. --optimizer lion-ib.")
     for name in optimizers:
@@ -112,9 +114,11 @@ def plan(
             raise OptbenchError(f"no optimizer being run has a hyperparameter {key!r}.",
                                 "See `optbench list optimizers --json` for each one's defaults.")
     hparams = {o: resolve_hparams(registry, o, overrides) for o in optimizers}
-    opts = dict(sorted((options or {}).items()))
+    def opts(task: str) -> dict[str, Any]:
+        return dict(sorted({**(task_options or {}).get(task, {}), **(options or {})}.items()))
+
     return [
-        Trial(task=t, preset=preset, optimizer=o, hparams=hparams[o], seed=s, options=opts)
+        Trial(task=t, preset=preset, optimizer=o, hparams=hparams[o], seed=s, options=opts(t))
         for t in tasks
         for o in optimizers
         for s in seeds

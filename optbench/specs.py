@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -156,6 +155,9 @@ class TaskSpec:
         default_factory=lambda: {"smoke": Preset("seconds on a CPU"), "full": Preset("the real benchmark", True)}
     )
     suites: tuple[str, ...] = ("default",)
+    #: options the task gets when it runs as part of a suite, e.g. {"default": {"synthetic": True}} for a
+    #: dataset task whose real data cannot ship with optbench; rows are labelled by the task's `dataset`
+    suite_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     summary: str = ""
     paper: str = ""
 
@@ -189,9 +191,3 @@ def check_name(kind: str, name: str) -> None:
         raise ValueError(f"{kind} name {name!r} is not kebab-case (lowercase letters, digits and '-')")
 
 
-def ensure_list(specs: Iterable[Any] | None) -> list[Any]:
-    return list(specs) if specs else []
-
-
-def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
-    return Path(data_dir).expanduser() if data_dir else None
