@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import optbench
+from optbench.closure import StepClosure
 from optbench.environment import environment
 from optbench.measure import compute_metrics
 from optbench.registry import Registered, Registry
@@ -186,18 +187,8 @@ def _train(
         raise _Blame(opt_reg, "building the optimizer", exc) from exc
 
     needs = Needs(spec.needs)
-    passes = {"forward": 0, "backward": 0}
-    batch_box: list[Any] = [None]
-
-    def closure(backward: bool = True, create_graph: bool = False, sampled_labels: bool = False) -> torch.Tensor:
-        for p in params:
-            p.grad = None
-        loss = task.sampled_loss(batch_box[0]) if sampled_labels else task.loss(batch_box[0])
-        passes["forward"] += 1
-        if backward:
-            loss.backward(create_graph=create_graph)
-            passes["backward"] += 1
-        return loss
+    closure = StepClosure(task, params)  # the closure protocol (optbench/closure.py), shared with optbench.testing
+    passes = closure.passes
 
     stream = task.batches()
     task.train()
@@ -244,11 +235,11 @@ def _train(
 
     quality: dict[str, float] = {}
     for step in range(1, task.budget + 1):
-        batch_box[0] = next(stream)
+        closure.batch = next(stream)
         _sync(device)
         t0 = time.perf_counter()
         try:
-            loss = closure(backward=needs is not Needs.LOSS_ONLY, create_graph=needs is Needs.HESSIAN)
+            loss = closure.before_step(needs)
         except Exception as exc:
             raise _Blame(task_reg, f"training step {step}", exc) from exc
         _sync(device)

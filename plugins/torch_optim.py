@@ -12,7 +12,8 @@ from optbench import OptimizerSpec, hookimpl
 
 def _fastest_impl(params: list[torch.Tensor]) -> dict[str, bool]:
     """AdamW's fastest kernel on the device: fused where supported (CUDA, and CPU in recent torch)."""
-    return {"fused": True} if params and all(p.is_cuda for p in params) else {"foreach": True}
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]  # param groups too
+    return {"fused": True} if tensors and all(t.is_cuda for t in tensors) else {"foreach": True}
 
 
 def _build_sgd(params: Iterable[Any], **hp: Any) -> torch.optim.Optimizer:

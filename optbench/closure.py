@@ -1,0 +1,57 @@
+"""The closure protocol of `Needs`, in one place: the runner and the conformance kit (optbench.testing) both
+drive `optimizer.step(closure)` through this class, so a plugin checked by the kit sees exactly what it will
+see in a benchmark run.
+
+Protocol: before `step` the loss is evaluated at the current iterate (and back-propagated for every kind but
+`LOSS_ONLY`; with `create_graph=True` for `HESSIAN`), then `step(closure)` gets a callable
+`closure(backward=True, create_graph=False, sampled_labels=False) -> loss` that zeroes the gradients and
+re-evaluates the loss (and gradients) at the *current* parameters on the *same* batch. Every forward and
+backward pass is counted so "per step" comparisons between optimizers are fair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from optbench.specs import Needs, TaskInstance
+
+
+class StepClosure:
+    """Callable closure over one task's current batch that counts passes (`passes["forward"/"backward"]`).
+
+    Set `batch` before each step; `before_step(needs)` does the runner's pre-step evaluation.
+    With `record=True`, `calls` keeps the keyword arguments of every call the optimizer makes (the conformance
+    checks read it; the runner does not record, so long runs do not grow a list).
+    """
+
+    def __init__(self, task: TaskInstance, params: Sequence[torch.Tensor], record: bool = False) -> None:
+        self.task = task
+        self.params = list(params)
+        self.batch: Any = None
+        self.passes = {"forward": 0, "backward": 0}
+        self.record = record
+        self.calls: list[dict[str, bool]] = []
+
+    def evaluate(self, backward: bool = True, create_graph: bool = False, sampled_labels: bool = False) -> torch.Tensor:
+        """Zero the gradients, evaluate the loss on the current batch and (optionally) back-propagate it."""
+        for p in self.params:
+            p.grad = None
+        loss = self.task.sampled_loss(self.batch) if sampled_labels else self.task.loss(self.batch)
+        self.passes["forward"] += 1
+        if backward:
+            loss.backward(create_graph=create_graph)
+            self.passes["backward"] += 1
+        return loss
+
+    def __call__(self, backward: bool = True, create_graph: bool = False, sampled_labels: bool = False) -> torch.Tensor:
+        if self.record:
+            self.calls.append({"backward": backward, "create_graph": create_graph, "sampled_labels": sampled_labels})
+        return self.evaluate(backward=backward, create_graph=create_graph, sampled_labels=sampled_labels)
+
+    def before_step(self, needs: Needs | str) -> torch.Tensor:
+        """The evaluation at the current iterate that precedes `step`: gradients for all kinds but LOSS_ONLY."""
+        needs = Needs(needs)
+        return self.evaluate(backward=needs is not Needs.LOSS_ONLY, create_graph=needs is Needs.HESSIAN)
