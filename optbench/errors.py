@@ -37,6 +37,8 @@ def close_matches(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     known = list(known)
     norm = name.lower().replace("_", "-").replace(" ", "-")
     exact = [k for k in known if k == norm]
+    if exact:  # only case, '_' or ' ' differ: that is the name meant, other suggestions are noise
+        return exact
     fuzzy = difflib.get_close_matches(norm, known, n=n, cutoff=0.6)
     prefix = [k for k in known if k.startswith(norm) or norm.startswith(k)]
     out: list[str] = []
