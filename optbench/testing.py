@@ -19,7 +19,8 @@ Checks (`CheckResult.check`):
                (optimizers that declare `wants_model` run them on the tiny model: the quadratic has no model)
   state-dict   state_dict() -> fresh optimizer -> load_state_dict() reproduces the next step bit for bit
   zero-grad    zero_grad() leaves every gradient None or zero
-  param-groups two parameter groups with different lr are both accepted, kept apart, and both move
+  param-groups two parameter groups with different lr are kept apart with their lr, and both move (an
+               optimizer may split a group further, e.g. Muon's 2-D / other split; the check goes by parameter)
   needs        the declared `needs` matches what step() uses (see `_check_needs`)
 """
 
@@ -201,11 +202,14 @@ def _check_param_groups(entry: Registered) -> CheckResult:
     if isinstance(lr, (int, float)) and not isinstance(lr, bool):
         group2["lr"] = 0.5 * lr
     opt = _build(entry, [{"params": first}, group2], task.model)
-    if len(opt.param_groups) != 2:
-        return CheckResult("param-groups", False, f"two groups given, optimizer has {len(opt.param_groups)}")
-    if "lr" in group2 and opt.param_groups[1].get("lr") != group2["lr"]:
-        return CheckResult("param-groups", False,
-                           f"group 2 asked for lr={group2['lr']}, has lr={opt.param_groups[1].get('lr')}")
+    where = {id(p): g for g in opt.param_groups for p in g["params"]}
+    if any(id(p) not in where for p in first + second):
+        return CheckResult("param-groups", False, "some parameters of the two groups are in no param_group")
+    if any(where[id(p)] is where[id(q)] for p in first for q in second):
+        return CheckResult("param-groups", False, "parameters of the two groups were merged into one group")
+    if "lr" in group2 and (where[id(second[0])].get("lr") != group2["lr"] or where[id(first[0])].get("lr") != lr):
+        return CheckResult("param-groups", False, f"asked for lr {lr} and {group2['lr']}, the groups have "
+                           f"{where[id(first[0])].get('lr')} and {where[id(second[0])].get('lr')}")
     b1, b2 = _snapshot(first), _snapshot(second)
     params = first + second
     _drive(opt, StepClosure(task, params), Needs(entry.spec.needs), 2)
