@@ -51,6 +51,11 @@ class StepClosure:
             self.calls.append({"backward": backward, "create_graph": create_graph, "sampled_labels": sampled_labels})
         return self.evaluate(backward=backward, create_graph=create_graph, sampled_labels=sampled_labels)
 
+    def for_step(self, needs: Needs | str) -> StepClosure | None:
+        """What `step` receives: no closure for GRADIENT optimizers. torch.optim-style steps call any closure they
+        are given, which would silently double their forward/backward passes after the pre-step evaluation."""
+        return None if Needs(needs) is Needs.GRADIENT else self
+
     def before_step(self, needs: Needs | str) -> torch.Tensor:
         """The evaluation at the current iterate that precedes `step`: gradients for all kinds but LOSS_ONLY."""
         needs = Needs(needs)

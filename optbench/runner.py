@@ -245,7 +245,7 @@ def _train(
         _sync(device)
         t1 = time.perf_counter()
         try:
-            optimizer.step(closure)
+            optimizer.step(closure.for_step(needs))
         except Exception as exc:
             raise _Blame(opt_reg, f"optimizer step {step}", exc) from exc
         _sync(device)

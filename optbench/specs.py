@@ -26,7 +26,7 @@ class Needs(str, enum.Enum):
     gradients and re-evaluates loss (and gradients) at the *current* parameters on the same batch.
     """
 
-    GRADIENT = "gradient"  # plain gradients; the closure is passed but need not be called
+    GRADIENT = "gradient"  # plain gradients; step() gets no closure (torch-style steps would re-run it: 2x passes)
     CLOSURE = "closure"  # re-evaluates loss and gradients at perturbed points (SAM, GAM, Entropy-SGD)
     HESSIAN = "hessian"  # gradients built with create_graph=True so step() can take HVPs (Sophia-H)
     SAMPLED_LABELS = "sampled-labels"  # closure(sampled_labels=True) uses labels sampled from the model

@@ -104,7 +104,7 @@ def _drive(opt: torch.optim.Optimizer, closure: StepClosure, needs: Needs, steps
     for _ in range(steps):
         closure.batch = next(stream)
         losses.append(float(closure.before_step(needs).detach()))
-        opt.step(closure)
+        opt.step(closure.for_step(needs))
     return losses
 
 
