@@ -114,8 +114,15 @@ def list_cmd(kind: str, pattern: str | None, as_json: bool) -> None:
 @click.option("--metrics-every", default=0, show_default=True, type=click.IntRange(0),
               help="Also compute metrics every K evaluations (0: only at the end of each trial).")
 @click.option("--trial-timeout", type=float, default=None, help="Stop a trial after this many seconds.")
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="Run trials in this process, or as Ray tasks (pip install 'optbench[ray]').")
+@click.option("--address", default=None, help="Ray cluster address (e.g. auto); default: start a local Ray.")
+@click.option("--gpus-per-trial", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="GPUs a Ray task asks for when its preset wants a GPU.")
+@click.option("--cpus-per-trial", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="CPUs each Ray task asks for.")
 def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device, data_dir, synthetic, metrics,
-            no_metrics, metrics_every, trial_timeout) -> None:
+            no_metrics, metrics_every, trial_timeout, executor, address, gpus_per_trial, cpus_per_trial) -> None:
     """Run optimizers on tasks and write one Parquet row per trial under --results."""
     from optbench.executor import run_local
     from optbench.planner import plan
@@ -123,6 +130,9 @@ def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device,
     from optbench.store import Store
 
     registry = _registry()
+    if data_dir is not None and not data_dir.is_dir():
+        raise OptbenchError(f"the data directory {data_dir} does not exist.",
+                            "Pass --data-dir (or $OPTBENCH_DATA) pointing at your datasets, or use --synthetic.")
     task_names = list(tasks) or registry.suite(suite)
     options = {"synthetic": True} if synthetic else {}
     suite_options: dict[str, dict] = {}
@@ -142,14 +152,23 @@ def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device,
             registry.metric(m)
     settings = RunSettings(device=device, data_dir=data_dir, metrics=metric_names, metrics_every=metrics_every,
                            trial_timeout_s=trial_timeout, run_id=uuid.uuid4().hex[:12])
-    if device == "cuda":
+    if device == "cuda" and executor == "local":  # on Ray the workers, not this driver, need the GPU
         import torch
 
         if not torch.cuda.is_available():
             raise OptbenchError("--device cuda was asked for, but torch sees no CUDA device.",
                                 "Use --device cpu or --device auto.")
     store = Store(results)
-    outcome = run_local(trials, store, registry, settings, force=force, console=err_console)
+    if executor == "ray":
+        from optbench.executor_ray import run_ray
+
+        outcome = run_ray(trials, store, registry, settings, force=force, console=err_console, address=address,
+                          gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial)
+    else:
+        outcome = run_local(trials, store, registry, settings, force=force, console=err_console)
+    if outcome.busy:
+        err_console.print(f"[yellow]{len(outcome.busy)} trial(s) are being run by another optbench process on "
+                          f"{results}[/yellow]; re-run later to pick up any it leaves unfinished.")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items())) or "nothing new"
     err_console.print(f"ran {len(outcome.ran)} trial(s) ({counts}); {len(outcome.skipped)} already done; "
                       f"results in {results}")

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from optbench.claims import Claims
+from optbench.errors import OptbenchError
 from optbench.registry import Registry
-from optbench.runner import RunSettings, run_trial
+from optbench.runner import RunSettings, TrialResult, run_trial
 from optbench.store import Store
 from optbench.trial import Trial
 
@@ -23,6 +25,7 @@ from optbench.trial import Trial
 class GridOutcome:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)  # claimed by another live `optbench run` on the same root
     statuses: Counter = field(default_factory=Counter)
 
 
@@ -33,6 +36,32 @@ def pending(trials: Sequence[Trial], store: Store, force: bool) -> tuple[list[Tr
     return todo, done
 
 
+def count_text(statuses: Counter) -> str:
+    """The live tally shown on the grid bar: ok, diverged, failed always; timeout once one happened."""
+    shown = ["ok", "diverged", "failed"] + [s for s in sorted(statuses) if s not in ("ok", "diverged", "failed")]
+    colors = {"ok": "green", "diverged": "yellow", "failed": "red"}
+    return " ".join(f"[{colors.get(s, 'magenta')}]{s} {statuses.get(s, 0)}[/]" for s in shown)
+
+
+def grid_progress(console: Console) -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=False)
+
+
+def write_result(store: Store, registry: Registry, result: TrialResult, notify: bool = True) -> None:
+    """Write a trial's files; a full or vanished disk is the user's to fix, said in one sentence."""
+    try:
+        store.write(result.row, result.curves)
+    except OSError as exc:
+        raise OptbenchError(
+            f"could not write the results of trial {result.row['trial_id']} under {store.root}: "
+            f"{exc.strerror or exc}.",
+            "Free some disk space (finished trials are kept) and re-run the same command.",
+        ) from None
+    if notify:
+        registry.trial_finished(result.row)
+
+
 def run_local(
     trials: Sequence[Trial],
     store: Store,
@@ -41,30 +70,45 @@ def run_local(
     force: bool = False,
     console: Console | None = None,
 ) -> GridOutcome:
+    """Run the grid here, one trial at a time. Each trial is claimed first (claims.py), so a second
+    `optbench run` on the same root skips it; Ctrl-C drops the running trial (no file) and its claim."""
     console = console or Console(stderr=True)
     store.prepare()
     todo, done = pending(trials, store, force)
     outcome = GridOutcome(skipped=[t.trial_id for t in done])
     if done:
         console.print(f"[dim]resuming: {len(done)} of {len(trials)} trials already have results[/dim]")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        grid = progress.add_task("grid", total=len(todo))
-        for trial in todo:
-            bar = progress.add_task(f"  {trial.label}", total=None)
+    claims = Claims(store.root)
+    try:
+        with grid_progress(console) as progress:
+            grid = progress.add_task(f"grid {count_text(outcome.statuses)}", total=len(todo))
+            for trial in todo:
+                if not claims.acquire(trial.trial_id):
+                    outcome.busy.append(trial.trial_id)
+                    progress.advance(grid)
+                    continue
+                if not force and store.has(trial.trial_id):  # finished by another process meanwhile
+                    claims.release(trial.trial_id)
+                    outcome.skipped.append(trial.trial_id)
+                    progress.advance(grid)
+                    continue
+                bar = progress.add_task(f"  {trial.label}", total=None)
 
-            def on_step(step: int, budget: int, bar: int = bar) -> None:
-                if step == 1 or step % 10 == 0 or step == budget:
-                    progress.update(bar, completed=step, total=budget)
+                def on_step(step: int, budget: int, bar: int = bar) -> None:
+                    if step == 1 or step % 10 == 0 or step == budget:
+                        progress.update(bar, completed=step, total=budget)
 
-            result = run_trial(trial, registry, settings, on_step=on_step)
-            store.write(result.row, result.curves)
-            registry.trial_finished(result.row)
-            status = result.row["status"]
-            outcome.ran.append(trial.trial_id)
-            outcome.statuses[status] += 1
-            progress.remove_task(bar)
-            progress.advance(grid)
-            if status != "ok":
-                progress.console.print(f"[yellow]{trial.label}: {status}[/yellow] — {result.row.get('error')}")
+                result = run_trial(trial, registry, settings, on_step=on_step)
+                write_result(store, registry, result)
+                claims.release(trial.trial_id)
+                status = result.row["status"]
+                outcome.ran.append(trial.trial_id)
+                outcome.statuses[status] += 1
+                progress.remove_task(bar)
+                progress.update(grid, advance=1, description=f"grid {count_text(outcome.statuses)}")
+                if status != "ok":
+                    progress.console.print(f"[yellow]{trial.label}: {status}[/yellow] — {result.row.get('error')}",
+                                           highlight=False)
+    finally:
+        claims.release_all()
     return outcome

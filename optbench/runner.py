@@ -23,7 +23,9 @@ import torch
 
 import optbench
 from optbench.closure import StepClosure
+from optbench.deadline import hard_deadline
 from optbench.environment import environment
+from optbench.errors import OptbenchError
 from optbench.measure import compute_metrics
 from optbench.registry import Registered, Registry
 from optbench.specs import Needs, TaskInstance
@@ -52,8 +54,8 @@ class TrialResult:
     curves: list[dict[str, Any]] = field(default_factory=list)
 
 
-class TrialTimeout(Exception):
-    pass
+class TrialTimeout(BaseException):
+    """A BaseException so that a plugin's `except Exception` cannot swallow the hard deadline (deadline.py)."""
 
 
 class _Blame(Exception):
@@ -135,11 +137,15 @@ def run_trial(
     curves: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
-        _train(trial, registry, settings, device, row, curves, on_step, started)
+        limit = settings.trial_timeout_s
+        with hard_deadline(limit, lambda: TrialTimeout(f"trial exceeded --trial-timeout {limit:g} s")):
+            _train(trial, registry, settings, device, row, curves, on_step, started)
     except _Blame as exc:
         row.update(status="failed", error=str(exc))
     except TrialTimeout as exc:
         row.update(status="timeout", error=str(exc))
+    except OptbenchError:
+        raise  # only a task's build raises it, for a setup problem every trial would share
     except Exception as exc:  # noqa: BLE001 - a trial never raises out of the runner
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["wall_time_s"] = time.perf_counter() - started
@@ -168,6 +174,8 @@ def _train(
         task: TaskInstance = task_reg.spec.build(
             trial.preset, trial.seed, device, settings.data_dir, **trial.options
         )
+    except OptbenchError:
+        raise  # the user's setup (a missing data dir), not this trial's fault: one sentence from the CLI
     except Exception as exc:
         raise _Blame(task_reg, "building the task", exc) from exc
     row["dataset"] = task.dataset
