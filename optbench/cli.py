@@ -109,6 +109,8 @@ def list_cmd(kind: str, pattern: str | None, as_json: bool) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="OPTBENCH_DATA",
               help="Where real datasets live (or $OPTBENCH_DATA). Nothing is ever downloaded.")
 @click.option("--synthetic", is_flag=True, help="Use deterministic synthetic data for dataset tasks.")
+@click.option("--amp", type=click.Choice(["bf16"]), default=None, help="bfloat16 autocast in tasks that support it.")
+@click.option("--channels-last", is_flag=True, help="channels-last memory format in tasks that support it.")
 @click.option("--metrics", "metrics", multiple=True, help="Metric names (repeatable); default: the default set.")
 @click.option("--no-metrics", is_flag=True, help="Compute no metric plugins at all.")
 @click.option("--metrics-every", default=0, show_default=True, type=click.IntRange(0),
@@ -121,8 +123,9 @@ def list_cmd(kind: str, pattern: str | None, as_json: bool) -> None:
               help="GPUs a Ray task asks for when its preset wants a GPU.")
 @click.option("--cpus-per-trial", default=1.0, show_default=True, type=click.FloatRange(0),
               help="CPUs each Ray task asks for.")
-def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device, data_dir, synthetic, metrics,
-            no_metrics, metrics_every, trial_timeout, executor, address, gpus_per_trial, cpus_per_trial) -> None:
+def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device, data_dir, synthetic, amp,
+            channels_last, metrics, no_metrics, metrics_every, trial_timeout, executor, address, gpus_per_trial,
+            cpus_per_trial) -> None:
     """Run optimizers on tasks and write one Parquet row per trial under --results."""
     from optbench.executor import run_local
     from optbench.planner import plan
@@ -135,6 +138,10 @@ def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device,
                             "Pass --data-dir (or $OPTBENCH_DATA) pointing at your datasets, or use --synthetic.")
     task_names = list(tasks) or registry.suite(suite)
     options = {"synthetic": True} if synthetic else {}
+    if amp:
+        options["amp"] = amp
+    if channels_last:
+        options["channels_last"] = True
     suite_options: dict[str, dict] = {}
     if not tasks and data_dir is None:  # a suite's declared options (e.g. synthetic data) apply without --data-dir
         for name in task_names:
