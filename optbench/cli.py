@@ -39,9 +39,9 @@ class OptbenchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OptbenchError as exc:
-            err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
+            err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
             if exc.hint:
-                err_console.print(f"  {exc.hint}", highlight=False)
+                err_console.print(f"  {exc.hint}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted:[/yellow] finished trials are saved; re-run the same "
