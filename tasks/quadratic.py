@@ -81,6 +81,7 @@ class Quadratic(TaskInstance):
         x0 = self.x_star + cfg.init_scale * torch.randn(n, generator=trial_gen, dtype=torch.float64).to(device, dtype)
         self.x = x0.clone().requires_grad_(True)
         self._noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        self._label_gen = torch.Generator(device=device).manual_seed(seed + 2)  # Sophia-G's sampled labels
         self.budget = cfg.budget
         self.eval_every = cfg.eval_every
         self.batch_size = 1
@@ -117,6 +118,18 @@ class Quadratic(TaskInstance):
         if batch is None:
             return f
         return f + (batch * (self.x - self.x_star)).sum()  # gradient A(x - x*) + noise, mean f
+
+    def sampled_loss(self, batch: Any) -> torch.Tensor:
+        """Gaussian-likelihood reading: f = 1/2 ||sqrt(lam) * z||^2 is a regression with prediction
+        sqrt(lam) * z (z = Q^T (x - x*)) and target 0. Labels sampled from the model are y = pred + e with
+        e ~ N(0, I), and the loss on them is 1/2 ||pred - y||^2 (a sum: B = 1). Its gradient is
+        g = -Q diag(sqrt(lam)) e, so E[g g^T] = Q diag(lam) Q^T = A and E[g^2] = diag(A): the Gauss-Newton-Bartlett
+        estimate is unbiased for the exact Hessian diagonal. The additive gradient noise of noisy presets is not
+        part of the model and is left out."""
+        pred = self._lam.sqrt() * self._rotate_in(self.x - self.x_star)
+        noise = torch.randn(pred.shape, generator=self._label_gen, device=self.device, dtype=self.dtype)
+        y = pred.detach() + noise
+        return 0.5 * (pred - y).square().sum()
 
     def evaluate(self) -> dict[str, float]:
         with torch.no_grad():

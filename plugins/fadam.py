@@ -1,0 +1,107 @@
+"""FAdam (Hwang 2024): Adam read as natural gradient with the diagonal empirical Fisher f.
+
+Per tensor, with t the step:
+    b2_t = b2 (1 - b2^(t-1)) / (1 - b2^t)              bias correction folded into the EMA (f_1 = g^2)
+    f    <- b2_t f + (1 - b2_t) g^2
+    eps_t = min(eps, eps2 * RMS(g))  (eps when RMS(g) = 0)   adaptive epsilon
+    D    = f^p + eps_t^(2p)                               (p = 1/2: sqrt(f) + eps_t)
+    gbar = g / D ;  gbar /= max(1, RMS(gbar)/clip)        natural gradient clipped by its RMS
+    m    <- b1 m + (1 - b1) gbar                         momentum of the natural gradient, no bias correction
+    w    = theta / D ;  w /= max(1, RMS(w)/clip)         weight decay preconditioned the same way
+    theta <- theta - lr (m + wd * w)
+This is pytorch-optimizer 4.1.0's FAdam (which writes the adaptive epsilon as min(eps, eps2*RMS(g))^(2p)) and the
+paper's Algorithm 1 as implemented by lessw2020/FAdam_PyTorch (adaptive epsilon, b2 bias correction inside the
+EMA); tests/test_zoo_reference.py checks it against pytorch-optimizer to 1e-5. The eps2 default 0.01 is
+pytorch-optimizer's; the paper's value could not be confirmed here. With eps2 = 0 the adaptive epsilon is off
+(plain eps), which is REFERENCES.md's one-line rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from optbench import OptimizerSpec, hookimpl
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x.square().mean().sqrt()
+
+
+class FAdam(torch.optim.Optimizer):
+    """Fisher Adam; see the module docstring."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        eps2: float = 0.01,
+        clip: float = 1.0,
+        p: float = 0.5,
+        weight_decay: float = 0.1,
+    ) -> None:
+        if lr <= 0 or clip <= 0 or p <= 0 or eps < 0 or eps2 < 0:
+            raise ValueError("lr, clip and p must be positive; eps and eps2 non-negative")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps2=eps2, clip=clip, p=p,
+                                      weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, eps, eps2, clip, power, wd = (group[k] for k in ("lr", "eps", "eps2", "clip", "p", "weight_decay"))
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["momentum"] = torch.zeros_like(p)
+                    state["fim"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                m, f = state["momentum"], state["fim"]
+                beta2_t = beta2 * (1 - beta2 ** (t - 1)) / (1 - beta2**t)
+                f.mul_(beta2_t).addcmul_(g, g, value=1 - beta2_t)
+                rms_g = _rms(g)
+                scaled = eps2 * rms_g
+                eps_pow = torch.where((rms_g > 0) & (scaled < eps), scaled, torch.full_like(scaled, eps))
+                eps_pow = eps_pow ** (2 * power)
+                denom = f.pow(power).add_(eps_pow)
+                gbar = g / denom
+                gbar.div_((_rms(gbar) / clip).clamp_(min=1))
+                m.lerp_(gbar, 1 - beta1)
+                w = p / denom
+                w.div_((_rms(w) / clip).clamp_(min=1))
+                p.sub_(w.mul_(wd).add_(m), alpha=lr)
+        return loss
+
+
+def _build(params: Iterable[Any], **hp: Any) -> FAdam:
+    return FAdam(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"], eps2=hp["eps2"],
+                 clip=hp["clip"], p=hp["p"], weight_decay=hp["weight_decay"])
+
+
+@hookimpl
+def optbench_register_optimizers() -> list[OptimizerSpec]:
+    return [
+        OptimizerSpec(
+            name="fadam",
+            build=_build,
+            defaults={"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "eps2": 0.01, "clip": 1.0, "p": 0.5,
+                      "weight_decay": 0.1},
+            search_space={"lr": ("log-uniform", 1e-5, 1e-1), "weight_decay": ("log-uniform", 1e-3, 1.0)},
+            paper="Hwang 2024, FAdam: Adam is a natural gradient optimizer using diagonal empirical Fisher "
+            "information, arXiv:2405.12807",
+            summary="FAdam: clipped natural gradient g/(sqrt(f)+eps) with momentum, preconditioned weight decay",
+        )
+    ]

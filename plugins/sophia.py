@@ -1,0 +1,175 @@
+"""Sophia (Liu et al. 2023): sign-of-momentum steps clipped by a diagonal Hessian estimate refreshed every k steps.
+
+    m <- b1 m + (1-b1) g
+    every k steps:  h <- b2 h + (1-b2) h_hat
+    theta <- theta (1 - lr wd) - lr * clip(m / max(rho h, eps), 1)   (= sign(m) min(|m| / max(rho h, eps), 1))
+
+Two estimators h_hat:
+  * Sophia-G (Gauss-Newton-Bartlett): h_hat = B * g_hat^2 with g_hat the gradient of the loss on labels sampled
+    from the model (`closure(sampled_labels=True)`, needs=SAMPLED_LABELS) and B the number of examples that loss
+    averages over (hyperparameter `bs`; 1 for a loss that is a plain sum, like the quadratic tasks' sampled loss).
+    The official code (sophia-opt) stores the EMA of g_hat^2 and multiplies by B in the step (rho*B*h); storing
+    B*g_hat^2 is the same number up to rounding.
+  * Sophia-H (Hutchinson): h_hat = u * (H u), u ~ N(0, I), one HVP through torch.autograd.grad on p.grad, which
+    the runner built with create_graph=True (needs=HESSIAN).
+
+When the estimate is taken (`schedule`):
+  * ``paper`` (default): at steps t = 1, k+1, 2k+1, ... at the current iterate, before the update (Algorithm 3,
+    "if t mod k = 1"). For Sophia-G this costs one extra forward/backward on those steps; the real gradient the
+    runner computed is saved before the sampled-label pass and put back afterwards.
+  * ``official``: as the official Sophia-G training script with sophia-opt: the first estimate comes after step k
+    (steps 1..k run with h = 0, i.e. clipped sign steps). In this protocol that is the estimate at the start of
+    steps k+1, 2k+1, ... (the official script takes it at the same parameters, on the next batch).
+pytorch-optimizer's SophiaH follows the paper's timing; it writes the step as lr' * clip(m / max(h, eps'), p)
+with lr' = lr/rho, p = rho, eps' = eps/rho, wd' = wd*rho, the same rule (tests/test_zoo_reference.py checks it).
+The denominator max(rho h, eps) is the paper's; sophia-opt writes rho*B*h + 1e-15, the same unless rho*h is
+within a few 1e-15 of zero, and the max form keeps a negative Hutchinson estimate from flipping the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from optbench import Needs, OptimizerSpec, hookimpl
+
+SCHEDULES = ("paper", "official")
+ESTIMATORS = ("gnb", "hutchinson")
+
+
+class Sophia(torch.optim.Optimizer):
+    """Sophia with the Gauss-Newton-Bartlett (``gnb``, Sophia-G) or Hutchinson (Sophia-H) estimator."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.965, 0.99),
+        rho: float = 0.04,
+        weight_decay: float = 0.1,
+        k: int = 10,
+        estimator: str = "gnb",
+        bs: float = 1.0,
+        eps: float = 1e-15,
+        schedule: str = "paper",
+    ) -> None:
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if lr <= 0 or rho <= 0 or k < 1 or bs <= 0:
+            raise ValueError("lr, rho and bs must be positive and k >= 1")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, eps=eps))
+        self.k = int(k)
+        self.estimator = estimator
+        self.bs = float(bs)
+        self.schedule = schedule
+
+    def _first(self) -> torch.Tensor:
+        return self.param_groups[0]["params"][0]
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+
+    def _estimate_due(self, t: int) -> bool:
+        if (t - 1) % self.k != 0:
+            return False
+        return t > 1 or self.schedule == "paper"
+
+    def _hutchinson(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        grads = [p.grad for p in params]
+        if any(g.grad_fn is None for g in grads):
+            raise RuntimeError("Sophia-H needs gradients built with create_graph=True (needs=HESSIAN)")
+        us = [torch.randn_like(p) for p in params]
+        hus = torch.autograd.grad(grads, params, grad_outputs=us)
+        return [u * hu for u, hu in zip(us, hus, strict=True)]
+
+    def _gnb(self, params: list[torch.Tensor], closure: Callable[..., torch.Tensor] | None) -> list[torch.Tensor]:
+        if closure is None:
+            raise RuntimeError("Sophia-G needs step(closure) with closure(sampled_labels=True) (needs=SAMPLED_LABELS)")
+        saved = [p.grad for p in params]
+        with torch.enable_grad():
+            closure(sampled_labels=True)
+        est = [p.grad.detach() * p.grad.detach() * self.bs for p in params]
+        for p, g in zip(params, saved, strict=True):
+            p.grad = g  # the update uses the real gradient the runner computed
+        return est
+
+    @torch.no_grad()
+    def step(self, closure: Callable[..., torch.Tensor] | None = None) -> torch.Tensor | None:
+        params = self._params()
+        if not params:
+            return None
+        first = self._first()  # the step counter lives in its state, so state_dict() carries it
+        t = int(self.state[first].get("sophia_t", 0)) + 1
+        self.state[first]["sophia_t"] = t
+        estimates: dict[int, torch.Tensor] = {}
+        if self._estimate_due(t):
+            est = self._hutchinson(params) if self.estimator == "hutchinson" else self._gnb(params, closure)
+            estimates = {id(p): e for p, e in zip(params, est, strict=True)}
+        for group in self.param_groups:
+            lr, rho, wd, eps = group["lr"], group["rho"], group["weight_decay"], group["eps"]
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.detach()
+                state = self.state[p]
+                if "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["hessian"] = torch.zeros_like(p)
+                m, h = state["exp_avg"], state["hessian"]
+                if wd:
+                    p.mul_(1 - lr * wd)
+                m.lerp_(g, 1 - beta1)
+                if id(p) in estimates:
+                    h.lerp_(estimates[id(p)], 1 - beta2)
+                ratio = m / (h * rho).clamp_(min=eps)
+                p.add_(ratio.clamp_(-1.0, 1.0), alpha=-lr)
+        return None
+
+
+def _build_g(params: Iterable[Any], **hp: Any) -> Sophia:
+    return Sophia(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), rho=hp["rho"],
+                  weight_decay=hp["weight_decay"], k=hp["k"], estimator="gnb", bs=hp["bs"], eps=hp["eps"],
+                  schedule=hp["schedule"])
+
+
+def _build_h(params: Iterable[Any], **hp: Any) -> Sophia:
+    return Sophia(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), rho=hp["rho"],
+                  weight_decay=hp["weight_decay"], k=hp["k"], estimator="hutchinson", eps=hp["eps"],
+                  schedule=hp["schedule"])
+
+
+PAPER = "Liu et al. 2023, Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-training, " \
+        "arXiv:2305.14342"
+_COMMON = {"lr": 1e-4, "beta1": 0.965, "beta2": 0.99, "rho": 0.04, "weight_decay": 0.1, "k": 10, "eps": 1e-15,
+           "schedule": "paper"}
+
+
+@hookimpl
+def optbench_register_optimizers() -> list[OptimizerSpec]:
+    space = {"lr": ("log-uniform", 1e-5, 1e-2), "rho": ("log-uniform", 1e-3, 1.0)}
+    return [
+        OptimizerSpec(
+            name="sophia-g",
+            build=_build_g,
+            defaults={**_COMMON, "bs": 1.0},
+            search_space=space,
+            needs=Needs.SAMPLED_LABELS,
+            paper=PAPER,
+            summary="Sophia-G: clipped m/(rho*h), h from B*g_hat^2 on model-sampled labels every k steps; "
+            "bs = examples the sampled loss averages over",
+        ),
+        OptimizerSpec(
+            name="sophia-h",
+            build=_build_h,
+            defaults=dict(_COMMON),
+            search_space=space,
+            needs=Needs.HESSIAN,
+            paper=PAPER,
+            summary="Sophia-H: clipped m/(rho*h), h from Hutchinson u*(Hu) every k steps",
+        ),
+    ]
