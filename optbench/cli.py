@@ -202,7 +202,8 @@ def _print_summary(store, select, as_json: bool = False) -> None:
         err_console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
     summary = summarize(select(res.trials))
     if as_json:
-        click.echo(summary.to_json(orient="records", indent=2))
+        # double_precision=15: pandas rounds to 10 decimals by default, which zeroes small losses
+        click.echo(summary.to_json(orient="records", indent=2, double_precision=15))
         return
     if summary.empty:
         console.print(f"no results in {store.root}")
@@ -229,6 +230,14 @@ def _print_summary(store, select, as_json: bool = False) -> None:
         )
     console.print(table)
 
+
+from optbench.cli_gate import gate_cmd  # noqa: E402 - subcommands register after `main` exists
+
+main.add_command(gate_cmd)
+
+from optbench.leaderboard.cli import leaderboard  # noqa: E402
+
+main.add_command(leaderboard)
 
 if __name__ == "__main__":
     main()

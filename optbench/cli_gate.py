@@ -1,0 +1,82 @@
+"""`optbench gate`: the CI performance-regression gate on the command line (exit 0 pass, 1 regression,
+2 unusable input). The comparison itself lives in optbench.gate; this module parses and prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from optbench.errors import OptbenchError
+from optbench.gate import PASS, REGRESSION, SKIPPED, WARNING, GateReport, Tolerances, fmt_ratio, fmt_value, run_gate
+from optbench.gate import to_markdown as gate_markdown
+
+_STYLE = {PASS: "green", WARNING: "yellow", REGRESSION: "bold red", SKIPPED: "dim"}
+
+
+def render_table(report: GateReport) -> Table:
+    tol = report.tolerances
+    table = Table(
+        title=f"optbench gate: {report.candidate} vs baseline {report.baseline}",
+        caption=f"quality: worse by more than max({tol.quality_k:g} × seed std, {tol.quality_tol:.0%}) fails; "
+                f"speed: step-time ratio to adamw (same run) growing more than {tol.speed_tol:.0%} fails",
+        title_justify="left",
+    )
+    for col in ("task", "optimizer", "seeds ok", "metric", "baseline", "candidate", "worse by (allowed)",
+                "×adamw", "verdict", "notes"):
+        table.add_column(col, no_wrap=col in ("task", "optimizer", "verdict"),
+                         justify="right" if col in ("baseline", "candidate", "worse by (allowed)") else "left")
+    for c in report.cells:
+        notes = "; ".join(ch.detail for ch in c.checks if ch.status in (REGRESSION, WARNING, SKIPPED))
+        table.add_row(
+            f"{c.task}/{c.preset}", c.optimizer, f"{c.baseline_seeds} → {c.candidate_seeds}",
+            c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—",
+            fmt_value(c.baseline_mean, c.baseline_std), fmt_value(c.candidate_mean, c.candidate_std),
+            "—" if c.worse_by is None else f"{c.worse_by:.3g} ({c.allowed:.3g})",
+            fmt_ratio(c), f"[{_STYLE[c.status]}]{c.status}[/]", notes,
+        )
+    return table
+
+
+@click.command("gate")
+@click.option("--baseline", required=True, type=click.Path(path_type=Path), help="Results root to compare against.")
+@click.option("--candidate", required=True, type=click.Path(path_type=Path), help="Results root under test.")
+@click.option("--quality-k", default=2.0, show_default=True, type=float,
+              help="A quality drop within this many seed standard deviations passes.")
+@click.option("--quality-tol", default=0.02, show_default=True, type=float,
+              help="... or within this fraction of the baseline's value, whichever is larger.")
+@click.option("--speed-tol", default=0.25, show_default=True, type=float,
+              help="Allowed growth of the step-time ratio to adamw (0.25 = 25 %).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON instead of a table.")
+@click.option("--markdown", "markdown", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write a Markdown summary here (appended, e.g. $GITHUB_STEP_SUMMARY).")
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable Parquet files instead of stopping (exit 2).")
+def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: float, speed_tol: float,
+             as_json: bool, markdown: Path | None, skip_bad: bool) -> None:
+    """Compare CANDIDATE results with BASELINE per task × optimizer; exit 1 on a quality or speed regression."""
+    report = run_gate(baseline, candidate, Tolerances(quality_k, quality_tol, speed_tol), skip_bad=skip_bad)
+    err = Console(stderr=True)
+    for problem in report.problems:
+        err.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+    if markdown is not None:
+        try:
+            with open(markdown, "a", encoding="utf-8") as fh:
+                fh.write(gate_markdown(report))
+        except OSError as exc:
+            raise OptbenchError(f"cannot write the Markdown summary to {markdown}: {exc.strerror}.",
+                                "Pass --markdown a writable file path.") from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        out = Console()
+        out.print(render_table(report))
+        if report.only_baseline:
+            out.print(f"[yellow]{len(report.only_baseline)} baseline cell(s) not run by the candidate:[/yellow] "
+                      + ", ".join(f"{t}/{p}:{o}" for t, p, o in report.only_baseline), highlight=False)
+        verdict = ("[green]gate passed[/green]" if report.passed
+                   else f"[bold red]gate failed: {len(report.regressions)} regression(s)[/bold red]")
+        out.print(f"{verdict} ({len(report.cells)} cell(s) compared)")
+    click.get_current_context().exit(report.exit_code)
