@@ -1,0 +1,154 @@
+"""Geometry metrics: sharpness, Hessian trace, entropy gap, Hessian spectrum (REFERENCES.md "Geometry metrics").
+
+All four read the Hessian of the task's fixed curvature batch with the model in eval mode (PyHessian's
+convention). Where the task knows its exact spectrum (quadratics) every metric uses it and spends no
+Hessian-vector product. Elsewhere they share work through `ctx.cache`: one Lanczos run gives sharpness, the
+top of the spectrum and the basis for the Hutch++ trace; one deflated SLQ run gives both entropy gaps. The
+first metric that needs a shared result pays its products (measure.py charges them to that metric).
+
+Conventions for an indefinite Hessian (a saddle, or any network away from a minimum): sharpness is the
+largest *algebraic* eigenvalue; the entropy gap normalises |λ| (p_i = |λ_i| / Σ|λ_j|). Randomness comes from
+a generator seeded by the trial step, so the same state at the same step gives the same numbers.
+
+Budgets are module constants chosen so the default suite stays fast (metrics run at the end only, unless
+--metrics-every asks for more); benchmarks/bench_metrics.py measures cost and accuracy against them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from optbench import MetricContext, MetricSpec, MetricWhen, hookimpl
+from optbench import curvature as cv
+
+#: Lanczos steps for sharpness / the spectrum (stops earlier once λmax's residual ≤ LANCZOS_TOL·|λmax|)
+LANCZOS_STEPS = 30
+LANCZOS_TOL = 1e-3
+#: Hutchinson probes on the complement of the Lanczos basis (Hutch++)
+TRACE_PROBES = 8
+#: SLQ probes × Lanczos steps per probe for the entropy gap
+SLQ_PROBES = 6
+SLQ_STEPS = 20
+#: eigenvalues stored by hessian-spectrum, and grid points of its smoothed density
+SPECTRUM_TOP_K = 10
+DENSITY_POINTS = 64
+SEED_OFFSET = 0x6E0  # keeps metric probes off any seed a task might use for the same step
+
+
+def _generator(ctx: MetricContext, salt: int) -> torch.Generator:
+    return cv.make_generator(SEED_OFFSET + 1_000_003 * salt + int(ctx.step), ctx.device)
+
+
+def _n(ctx: MetricContext) -> int:
+    return sum(p.numel() for p in ctx.params)
+
+
+def _matvec(ctx: MetricContext) -> cv.Matvec:
+    if "geometry.matvec" not in ctx.cache:
+        ctx.cache["geometry.matvec"] = cv.flat_operator(ctx.hvp, ctx.params)
+    return ctx.cache["geometry.matvec"]
+
+
+def _device(ctx: MetricContext) -> torch.device:
+    return ctx.params[0].device
+
+
+def _eigen(ctx: MetricContext, want: int = 1) -> cv.Eigen:
+    """The shared Lanczos run; rerun (and replaced) only if a later metric wants more converged pairs."""
+    have: tuple[int, cv.Eigen] | None = ctx.cache.get("geometry.eigen")
+    if have is None or have[0] < want:
+        eig = cv.top_eigen(_matvec(ctx), _n(ctx), _generator(ctx, 1), _device(ctx),
+                           max_steps=max(LANCZOS_STEPS, 2 * want + 10), tol=LANCZOS_TOL, want=want)
+        ctx.cache["geometry.eigen"] = (want, eig)
+        return eig
+    return have[1]
+
+
+def _quadrature(ctx: MetricContext) -> cv.Quadrature:
+    if "geometry.slq" not in ctx.cache:
+        eig = _eigen(ctx)
+        idx = eig.converged()
+        ctx.cache["geometry.slq"] = cv.slq(
+            _matvec(ctx), _n(ctx), _generator(ctx, 2), _device(ctx), probes=SLQ_PROBES, steps=SLQ_STEPS,
+            deflate=eig.run.ritz_vectors(eig.s[:, idx]), deflated_values=eig.values[idx],
+        )
+    return ctx.cache["geometry.slq"]
+
+
+def _exact(ctx: MetricContext) -> torch.Tensor | None:
+    return None if ctx.exact_eigenvalues is None else ctx.exact_eigenvalues.detach().to("cpu", torch.float64)
+
+
+def sharpness(ctx: MetricContext) -> dict[str, float]:
+    """λmax, the largest algebraic Hessian eigenvalue."""
+    lam = _exact(ctx)
+    if lam is not None:
+        return {"sharpness": float(lam.max())}
+    return {"sharpness": _eigen(ctx).lambda_max}
+
+
+def hessian_trace(ctx: MetricContext) -> dict[str, float]:
+    """tr H by Hutch++ on the shared Lanczos basis."""
+    lam = _exact(ctx)
+    if lam is not None:
+        return {"hessian_trace": float(lam.sum())}
+    tr, _ = cv.hutchpp_traces(_matvec(ctx), _eigen(ctx).run, _generator(ctx, 3), TRACE_PROBES)
+    return {"hessian_trace": tr}
+
+
+def entropy_gap(ctx: MetricContext) -> dict[str, float]:
+    """log n − H_α of the |λ|-normalised spectrum, α = 1 and α = 2."""
+    lam = _exact(ctx)
+    if lam is not None:
+        g1, g2 = cv.entropy_gaps_from_eigenvalues(lam)
+    else:
+        q = _quadrature(ctx)
+        g1, g2 = cv.entropy_gaps_from_sums(
+            _n(ctx), q.trace(torch.abs), q.trace(lambda t: cv.xlogx(t.abs())), q.trace(lambda t: t * t)
+        )
+    return {"entropy_gap": g1, "entropy_gap_alpha2": g2}
+
+
+def hessian_spectrum(ctx: MetricContext) -> dict[str, float]:
+    """Top-k eigenvalues and a smoothed spectral density, stored as curve points with split "hessian".
+
+    Points: ("hessian", "eig_<i>", λ_i) for the i-th largest eigenvalue, ("hessian", "density_x_<j>", x_j) and
+    ("hessian", "density_<j>", ρ(x_j)) on a uniform grid over [λmin, λmax] (Gaussian kernel, σ = 1% of the
+    range). Exact on tasks that know their spectrum; otherwise converged Ritz values and SLQ quadrature.
+    """
+    lam = _exact(ctx)
+    if lam is not None:
+        top = torch.sort(lam, descending=True).values[:SPECTRUM_TOP_K]
+        quad = cv.Quadrature([], [], lam, 0)
+        lo, hi = float(lam.min()), float(lam.max())
+    else:
+        eig = _eigen(ctx, want=SPECTRUM_TOP_K)
+        idx = eig.converged(rtol=1e-3)
+        top = torch.sort(eig.values[idx], descending=True).values[:SPECTRUM_TOP_K]
+        quad = _quadrature(ctx)
+        nodes = torch.cat([*quad.nodes, quad.exact, eig.values])
+        lo, hi = float(nodes.min()), float(nodes.max())
+    span = max(hi - lo, 1e-12 * max(abs(hi), 1.0))
+    grid = torch.linspace(lo - 0.05 * span, hi + 0.05 * span, DENSITY_POINTS, dtype=torch.float64)
+    dens = quad.density(grid, sigma=0.01 * span)
+    for i, v in enumerate(top.tolist(), start=1):
+        ctx.extra_points.append(("hessian", f"eig_{i}", float(v)))
+    for j, (x, d) in enumerate(zip(grid.tolist(), dens.tolist(), strict=True)):
+        ctx.extra_points.append(("hessian", f"density_x_{j:02d}", float(x)))
+        ctx.extra_points.append(("hessian", f"density_{j:02d}", float(d)))
+    return {"hessian_lambda_min": lo, "hessian_top_converged": float(top.numel())}
+
+
+@hookimpl
+def optbench_register_metrics() -> list[MetricSpec]:
+    return [
+        MetricSpec("sharpness", sharpness, MetricWhen.EVAL,
+                   "Largest algebraic Hessian eigenvalue on the curvature batch (Lanczos; exact on quadratics)"),
+        MetricSpec("hessian-trace", hessian_trace, MetricWhen.EVAL,
+                   "Hessian trace on the curvature batch (Hutch++ on the sharpness Lanczos basis)"),
+        MetricSpec("entropy-gap", entropy_gap, MetricWhen.EVAL,
+                   "log n − H_α of the |λ|-normalised Hessian spectrum, α = 1 and 2 (deflated SLQ)"),
+        MetricSpec("hessian-spectrum", hessian_spectrum, MetricWhen.FINAL,
+                   "Top-10 Hessian eigenvalues and an SLQ density (curves, split 'hessian')", default=False),
+    ]
+
