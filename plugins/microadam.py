@@ -125,6 +125,19 @@ class MicroAdam(torch.optim.Optimizer):
         else:
             state["error"] = torch.zeros(d, dtype=torch.float32, device=p.device)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch casts every state tensor of a floating-point parameter to the parameter's dtype on load, which
+        would turn the int16 indices, bf16 values and packed uint8 error into floats (and, for bf16 parameters,
+        round the indices). Put the saved tensors back with their own dtypes."""
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        saved = state_dict["state"]
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for pid, p in zip(saved_ids, params, strict=True):
+            for key, value in saved.get(pid, {}).items():
+                if torch.is_tensor(value):
+                    self.state[p][key] = value.to(device=p.device, copy=True)
+
     def _offsets(self, d: int, device: torch.device) -> torch.Tensor:
         """Start index of the block each of the k columns belongs to (recomputed: not worth state bytes)."""
         bsz, full, k_many, k_few = self._layout(d)
