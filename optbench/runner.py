@@ -28,7 +28,7 @@ from optbench.environment import environment
 from optbench.errors import OptbenchError
 from optbench.measure import compute_metrics
 from optbench.registry import Registered, Registry
-from optbench.specs import Needs, TaskInstance
+from optbench.specs import MetricWhen, Needs, TaskInstance
 from optbench.trial import Trial, canonical_json
 
 #: a loss this many times the first one counts as exploding
@@ -228,7 +228,8 @@ def _train(
         evals_done += 1
         every = settings.metrics_every
         if final or (every and evals_done % every == 0):
-            res = compute_metrics(metric_regs, task, params, step, device)
+            due = metric_regs if final else [r for r in metric_regs if MetricWhen(r.spec.when) is MetricWhen.EVAL]
+            res = compute_metrics(due, task, params, step, device)
             for name, value in res.values.items():
                 point("metric", name, value)
             for split, name, value in res.points:
