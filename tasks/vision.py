@@ -7,7 +7,7 @@ adapted to 32x32 images.
   stride-1 conv, the max-pool is removed), batch 512, 40 epochs, target test accuracy 0.94.
 - resnet-cifar10 / smoke: the same timm ResNet class and 32x32 stem with one BasicBlock per stage, stage widths
   16/32/64/128 instead of 2 blocks and 64/128/256/512, and a 16-wide stem; batch 32, 40 steps on 2,048
-  training and 512 test images; curvature batch 32 images (512 for full).
+  training and 256 test images; curvature batch 32 images (512 for full).
 - vit-tiny-cifar10 / full: timm `vit_tiny_patch16_224` built with img_size=32, patch_size=4 (64 patches +
   class token), embed dim 192, depth 12, 3 heads; batch 512, 100 epochs, target test accuracy 0.80.
 - vit-tiny-cifar10 / smoke: the same builder with embed dim 64, depth 2, 2 heads, MLP ratio 2, batch 32,
@@ -16,7 +16,7 @@ adapted to 32x32 images.
 Data: the official CIFAR-10 from --data-dir (see cifar10.py), or, with `synthetic=True`, a deterministic
 synthetic CIFAR-shaped set labelled "synthetic-cifar10". The default suite runs the smoke presets on the
 synthetic set (declared in `suite_options`), because the real data cannot ship with optbench. Smoke on real
-data uses the first 2,048 training and 512 test images and is labelled "cifar10-subset".
+data uses the first 2,048 training and 256 test images and is labelled "cifar10-subset".
 
 Options: `synthetic` (bool), `amp="bf16"` (autocast of the training forward pass), `channels_last` (bool),
 both meant for CUDA; `fused_attn` (ViT, default False): timm's fused attention kernels have no double
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
@@ -57,7 +56,7 @@ class VisionConfig:
     curvature_size: int  # images in the fixed batch the geometry metrics take HVPs on
 
 
-SMOKE_DATA = {"n_train": 2048, "n_test": 512, "curvature_size": 32}
+SMOKE_DATA = {"n_train": 2048, "n_test": 256, "curvature_size": 32}
 CONFIGS = {
     "resnet-cifar10": {
         "smoke": VisionConfig(budget=40, eval_every=20, batch_size=32, **SMOKE_DATA, target_accuracy=0.5),
@@ -79,6 +78,8 @@ def resnet_cifar(preset: str, num_classes: int = 10) -> nn.Module:
     smoke: timm's plain stem is always 64 wide, so the scaled model asks for timm's deep stem with stem_width 8
     (16 output channels) only to get a 16-wide stem; that stem's convs are replaced like the plain one's.
     """
+    import timm  # imported on first build, so listing tasks does not pay for timm
+
     scaled: dict[str, Any] = {}
     if preset == "smoke":
         scaled = {"layers": (1, 1, 1, 1), "channels": (16, 32, 64, 128), "stem_type": "deep", "stem_width": 8}
@@ -92,6 +93,8 @@ def resnet_cifar(preset: str, num_classes: int = 10) -> nn.Module:
 
 def vit_tiny_cifar(preset: str, num_classes: int = 10, fused_attn: bool = False) -> nn.Module:
     """timm vit_tiny_patch16_224 on 32x32 inputs with 4x4 patches."""
+    import timm
+
     scaled = {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0} if preset == "smoke" else {}
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4,
                               num_classes=num_classes, **scaled)
