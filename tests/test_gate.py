@@ -33,6 +33,10 @@ OPT = "gate-sgd"
 TASK = "gate-quadratic"
 BASE_LR = 2e-4  # slow enough that every eigendirection still counts: seed spread ~10 %
 SEEDS = (0, 1, 2)
+#: the tests that must PASS allow the step-time ratio +50 % instead of the default +25 %: on a shared 2-core
+#: test machine two runs' ratios differ by up to ~30 %; the slowed optimizer grows it by several hundred %
+#: and is judged at the default tolerance
+NOISY_MACHINE = ("--speed-tol", "0.5")
 
 
 class HeavyBall(torch.optim.Optimizer):
@@ -123,7 +127,7 @@ def _check(cell: dict, kind: str) -> dict:
 
 def test_same_optimizer_other_seeds_passes(cli, baseline, tmp_path):
     candidate = run_cells(tmp_path / "cand", GatePlugin(), seeds=(10, 11, 12))
-    result = _gate(cli, baseline, candidate, "--json")
+    result = _gate(cli, baseline, candidate, "--json", *NOISY_MACHINE)
     assert result.exit_code == 0, result.output
     cells = _verdicts(result)
     assert set(cells) == {OPT, "adamw"}
@@ -156,7 +160,7 @@ def test_machine_wide_slowdown_passes(cli, baseline, tmp_path, monkeypatch):
     monkeypatch.setattr(runner_module, "time", _ScaledClock(3.0))
     candidate = run_cells(tmp_path / "cand", GatePlugin())
     monkeypatch.undo()
-    result = _gate(cli, baseline, candidate, "--json")
+    result = _gate(cli, baseline, candidate, "--json", *NOISY_MACHINE)
     assert result.exit_code == 0, result.output
     # the simulated machine really is slower: a gate on milliseconds would have failed here
     base_ms = Store(baseline).read().trials.groupby("optimizer")["step_time_ms"].median()
@@ -172,7 +176,8 @@ def test_failed_and_newly_diverging_trials_fail(cli, baseline, tmp_path):
     assert trials["status"] == REGRESSION and "failed" in trials["detail"] and "deliberate failure" in trials["detail"]
     assert "missing trials" in trials["detail"]  # 1 seed where the baseline had 3
 
-    diverging = run_cells(tmp_path / "diverged", GatePlugin(lr_scale=1000.0), seeds=(0,))
+    # lr x lambda far past heavy ball's stability limit 2(1 + momentum)
+    diverging = run_cells(tmp_path / "diverged", GatePlugin(lr_scale=1e4), seeds=(0,))
     result = _gate(cli, baseline, diverging, "--json")
     assert result.exit_code == 1
     trials = _check(_verdicts(result)[OPT], "trials")
