@@ -199,7 +199,7 @@ def _print_summary(store, select, as_json: bool = False) -> None:
 
     res = store.read()
     for problem in res.problems:
-        err_console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+        err_console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False, soft_wrap=True)
     summary = summarize(select(res.trials))
     if as_json:
         # double_precision=15: pandas rounds to 10 decimals by default, which zeroes small losses

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -31,9 +32,12 @@ def hard_deadline(seconds: float | None, make_exc: Callable[[], BaseException]) 
         raise make_exc()
 
     previous = signal.signal(signal.SIGALRM, _fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    armed_at = time.monotonic()
+    earlier, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if earlier > 0:  # someone else's alarm (e.g. pytest-timeout) was pending: give back what is left
+            signal.setitimer(signal.ITIMER_REAL, max(earlier - (time.monotonic() - armed_at), 1e-3))
