@@ -1,0 +1,98 @@
+"""`optbench leaderboard build | serve | publish`: render the static site, preview it, rebuild the published one."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from optbench.errors import OptbenchError
+
+console = Console(stderr=True)
+
+PUBLISHED_RESULTS = Path("leaderboard/results")
+PUBLISHED_SITE = Path("leaderboard/site")
+
+
+def _registry():
+    """The installed plugins, for summaries, papers and defaults; the site still builds without them."""
+    try:
+        from optbench.registry import get_registry
+
+        return get_registry()
+    except Exception as exc:  # noqa: BLE001 - e.g. a name clash between plugins: fall back to the rows
+        console.print(f"[yellow]warning:[/yellow] plugins not loaded ({exc}); optimizer pages use the results' "
+                      "hyperparameters as defaults.", highlight=False)
+        return None
+
+
+def _build(results: Path, out: Path) -> None:
+    from optbench.leaderboard.site import build_site
+
+    if not results.is_dir():
+        raise OptbenchError(f"no results directory at {results}.",
+                            "Run `optbench run ... --results DIR` first, or pass --results.")
+    board, pages = build_site(results, out, _registry())
+    for problem in board.read_problems:
+        console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+    n_bad = int((board.trials["status"] != "ok").sum()) if not board.empty else 0
+    console.print(f"wrote {len(pages)} pages ({len(board.trials)} trials, {len(board.optimizers)} optimizers, "
+                  f"{len(board.tasks)} tasks, {n_bad} not ok) to {out}; open {out / 'index.html'}", highlight=False)
+
+
+@click.group("leaderboard")
+def leaderboard() -> None:
+    """Render results as a static leaderboard site (opens from disk; no server or network needed)."""
+
+
+@leaderboard.command("build")
+@click.option("--results", default="optbench-results", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", default="leaderboard-site", show_default=True, type=click.Path(path_type=Path),
+              help="Directory for the site (replaced if it holds a previous build).")
+def build_cmd(results: Path, out: Path) -> None:
+    """Render RESULTS (Parquet) into a self-contained static site under OUT."""
+    _build(results, out)
+
+
+@leaderboard.command("publish")
+@click.option("--results", default=str(PUBLISHED_RESULTS), show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", default=str(PUBLISHED_SITE), show_default=True, type=click.Path(path_type=Path))
+def publish_cmd(results: Path, out: Path) -> None:
+    """Rebuild the published board from leaderboard/results (scripts/publish-leaderboard reruns the grid first)."""
+    if not results.is_dir():
+        raise OptbenchError(f"no published results at {results}.",
+                            "Run scripts/publish-leaderboard from the repository root to run the grid first.")
+    _build(results, out)
+
+
+def make_server(directory: Path, port: int) -> http.server.ThreadingHTTPServer:
+    """A static file server for DIRECTORY on 127.0.0.1 only (port 0 picks a free one)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+
+
+@leaderboard.command("serve")
+@click.option("--dir", "directory", default="leaderboard-site", show_default=True,
+              type=click.Path(path_type=Path))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+def serve_cmd(directory: Path, port: int) -> None:
+    """Serve a built site on http://127.0.0.1:PORT until Ctrl-C."""
+    if not (directory / "index.html").is_file():
+        raise OptbenchError(f"no leaderboard site at {directory} (index.html missing).",
+                            "Build one with `optbench leaderboard build --results DIR --out SITE`, then --dir SITE.")
+    try:
+        server = make_server(directory, port)
+    except OSError as exc:
+        raise OptbenchError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}.",
+                            "Pick another port with --port.") from None
+    host, bound = server.server_address[:2]
+    console.print(f"serving {directory} on http://{host}:{bound}/ (Ctrl-C stops)", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped", highlight=False)
+    finally:
+        server.server_close()

@@ -1,0 +1,183 @@
+"""What the pages show, computed once from the Parquet results: the per-seed summary (optbench.summary, the
+same numbers `optbench results` and the gate print), per-task ranks, the performance profile and the
+ranking across tasks, plus the provenance (machine, dates) every page states.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optbench.leaderboard import profile
+from optbench.store import ReadProblem, Store
+from optbench.summary import summarize
+
+
+@dataclass
+class Board:
+    trials: pd.DataFrame
+    curves: pd.DataFrame
+    summary: pd.DataFrame  # summarize() output plus problem, profile_time, rank
+    read_problems: list[ReadProblem]
+    registry: Any = None  # optbench.registry.Registry, when one could be loaded
+    built_at: str = ""
+    ratios: pd.DataFrame = field(default_factory=pd.DataFrame)  # problem x optimizer performance ratios
+    ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def empty(self) -> bool:
+        return self.trials.empty
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted(self.trials["task"].dropna().unique())
+
+    @property
+    def optimizers(self) -> list[str]:
+        return sorted(self.trials["optimizer"].dropna().astype(str).unique())
+
+    @property
+    def problems(self) -> list[str]:
+        return sorted(self.summary["problem"].unique()) if not self.summary.empty else []
+
+    def color(self, optimizer: str) -> str:
+        """One colour per optimizer, the same on every page."""
+        names = self.optimizers
+        i = names.index(optimizer) if optimizer in names else 0
+        return PALETTE[i % len(PALETTE)]
+
+    def provenance(self) -> dict[str, Any]:
+        t = self.trials
+        started = pd.to_datetime(t["started_at"], errors="coerce", utc=True).dropna() if not t.empty else []
+        dates = sorted({d.date().isoformat() for d in started})
+        return {
+            "devices": t["device"].dropna().value_counts().to_dict() if not t.empty else {},
+            "dates": dates,
+            "commits": sorted({str(c)[:10] for c in t["git_commit"].dropna()}) if not t.empty else [],
+            "torch": sorted(set(t["torch_version"].dropna())) if not t.empty else [],
+            "built_at": self.built_at,
+        }
+
+    def optimizer_info(self, name: str) -> dict[str, Any]:
+        """Plugin, paper, summary and defaults from the installed registry, else what the rows recorded."""
+        rows = self.trials[self.trials["optimizer"] == name]
+        info: dict[str, Any] = {"name": name, "source": "results", "summary": None, "paper": None,
+                                "defaults": None, "needs": None}
+        info["plugin"] = ", ".join(sorted(set(rows["plugin"].dropna().astype(str)))) or None
+        info["plugin_version"] = ", ".join(sorted(set(rows["plugin_version"].dropna().astype(str)))) or None
+        info["hparams"] = sorted(set(rows["hparams"].dropna().astype(str)))
+        entry = None
+        if self.registry is not None:
+            entry = self.registry.entries.get("optimizer", {}).get(name)
+        if entry is not None:
+            spec = entry.spec
+            info.update(source="registry", summary=spec.summary, paper=spec.paper, defaults=dict(spec.defaults),
+                        needs=getattr(spec.needs, "value", spec.needs), entry_point=entry.plugin,
+                        plugin=entry.distribution, plugin_version=entry.version)
+        elif info["hparams"]:
+            try:
+                info["defaults"] = json.loads(info["hparams"][0])
+            except ValueError:
+                info["defaults"] = None
+        return info
+
+    def task_info(self, name: str) -> dict[str, Any]:
+        entry = self.registry.entries.get("task", {}).get(name) if self.registry is not None else None
+        if entry is None:
+            return {"summary": None, "paper": None}
+        return {"summary": entry.spec.summary, "paper": getattr(entry.spec, "paper", None)}
+
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+           "#7f7f7f", "#393b79", "#ad494a", "#637939", "#e6550d", "#7b4173", "#3182bd", "#31a354", "#843c39",
+           "#de9ed6", "#6b6ecf"]
+
+
+def problem_key(task: str, preset: str) -> str:
+    return f"{task}/{preset}"
+
+
+def quality_key(row: pd.Series) -> float:
+    """Lower is better: accuracy (negated) when the task has one, else the test loss; missing is worst."""
+    acc = row.get("final_test_accuracy_mean")
+    if acc is not None and not (isinstance(acc, float) and math.isnan(acc)):
+        return -float(acc)
+    loss = row.get("final_test_loss_mean")
+    return math.inf if loss is None or (isinstance(loss, float) and math.isnan(loss)) else float(loss)
+
+
+def profile_time(row: pd.Series) -> float:
+    """Time-to-target used by the profile: the mean over seeds, counted only when EVERY seed reached the target
+    (a failed, diverged or slow seed makes it inf), so an optimizer cannot win on its lucky seeds."""
+    if row["seeds"] > 0 and row["reached"] == row["seeds"]:
+        t = row["time_to_target_s_mean"]
+        return float(t) if t is not None and not math.isnan(t) else math.inf
+    return math.inf
+
+
+def add_ranks(summary: pd.DataFrame) -> pd.DataFrame:
+    """Within each task/preset: rank by time-to-target (all seeds), then final quality; no ok seed ranks last."""
+    if summary.empty:
+        return summary.assign(problem=[], profile_time=[], rank=[])
+    s = summary.copy()
+    s["problem"] = [problem_key(t, p) for t, p in zip(s["task"], s["preset"], strict=True)]
+    s["profile_time"] = s.apply(profile_time, axis=1)
+    s["_quality"] = s.apply(quality_key, axis=1)
+    s["_dead"] = s["ok"] == 0
+    s = s.sort_values(["problem", "_dead", "profile_time", "_quality", "optimizer"])
+    s["rank"] = s.groupby("problem").cumcount() + 1
+    return s.drop(columns=["_quality", "_dead"]).reset_index(drop=True)
+
+
+def overall_ranking(summary: pd.DataFrame, trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Performance ratios (problem x optimizer) and one ranking row per optimizer, best first."""
+    if summary.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    times = summary.pivot(index="problem", columns="optimizer", values="profile_time")  # missing cell: not run
+    ratios = profile.performance_ratios(times)
+    area = profile.profile_area(ratios)
+    score = profile.profile_score(ratios)
+    rows = []
+    for opt in ratios.columns:
+        mine = summary[summary["optimizer"] == opt]
+        t = trials[trials["optimizer"] == opt]
+        col = ratios[opt]
+        rows.append({
+            "optimizer": opt,
+            "score": float(score[opt]),
+            "area": float(area[opt]),
+            "won": int((col == 1.0).sum()),
+            "reached": int(np.isfinite(col).sum()),
+            "problems": len(col),
+            "ran": int(len(mine)),
+            "mean_rank": float(mine["rank"].mean()) if len(mine) else math.nan,
+            "step_time_ratio": float(pd.to_numeric(mine["step_time_ratio"], errors="coerce").median())
+            if "step_time_ratio" in mine and pd.to_numeric(mine["step_time_ratio"], errors="coerce").notna().any()
+            else math.nan,
+            "trials": int(len(t)),
+            "ok": int((t["status"] == "ok").sum()),
+            "not_ok": int((t["status"] != "ok").sum()),
+            "synthetic": bool(mine["synthetic"].any()),
+        })
+    ranking = pd.DataFrame(rows).sort_values(["score", "mean_rank", "optimizer"], ascending=[False, True, True])
+    ranking["position"] = range(1, len(ranking) + 1)
+    return ratios, ranking.reset_index(drop=True)
+
+
+def load_board(results: str | Path, registry: Any = None) -> Board:
+    """Read a results root (bad files are listed, not fatal) and derive everything the pages need."""
+    res = Store(results).read(with_curves=True, on_bad="skip")
+    trials = res.trials.copy()
+    trials["optimizer"] = trials["optimizer"].astype(str)
+    curves = res.curves if res.curves is not None else pd.DataFrame(columns=["trial_id"])
+    summary = add_ranks(summarize(trials))
+    ratios, ranking = overall_ranking(summary, trials)
+    built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return Board(trials, curves, summary, list(res.problems), registry, built, ratios, ranking)

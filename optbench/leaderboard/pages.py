@@ -1,0 +1,439 @@
+"""The pages: overview, one per task, one per optimizer, training curves and the geometry view.
+
+Each function returns a complete HTML document built from a Board. Text from results and plugins goes
+through `esc`; the figure data through JSON islands (see html.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from optbench.leaderboard import plots
+from optbench.leaderboard.html import Cell, badge, esc, fmt, num, page, plot_div, slug, table
+from optbench.leaderboard.model import Board, problem_key
+from optbench.summary import fmt_mean_std
+
+CURVES = [("train", "loss", "Training loss"), ("test", "test_loss", "Test loss"),
+          ("test", "test_accuracy", "Test accuracy")]
+
+
+def task_href(task: str) -> str:
+    return f"task-{slug(task)}.html"
+
+
+def optimizer_href(name: str) -> str:
+    return f"optimizer-{slug(name)}.html"
+
+
+def meta_line(board: Board) -> str:
+    p = board.provenance()
+    devices = "; ".join(f"{esc(d)} ({n} trials)" if len(p["devices"]) > 1 else esc(d) for d, n in p["devices"].items())
+    parts = [f"<strong>Machine:</strong> {devices or 'none recorded'}"]
+    if p["dates"]:
+        span = p["dates"][0] if len(p["dates"]) == 1 else f"{p['dates'][0]} to {p['dates'][-1]}"
+        parts.append(f"<strong>Run:</strong> {esc(span)}")
+    if p["commits"]:
+        parts.append(f"<strong>Commit:</strong> {esc(', '.join(p['commits']))}")
+    if p["torch"]:
+        parts.append(f"<strong>torch:</strong> {esc(', '.join(p['torch']))}")
+    parts.append(f"<strong>Built:</strong> {esc(p['built_at'])}")
+    return " · ".join(parts)
+
+
+def no_results(what: str = "") -> str:
+    extra = f" {esc(what)}" if what else ""
+    return (f'<div class="empty" id="no-results"><strong>No results</strong>{extra}.<br>Run '
+            "<code>optbench run -o adamw --results DIR</code> and rebuild with "
+            "<code>optbench leaderboard build --results DIR --out SITE</code>.</div>")
+
+
+# --- shared cells ----------------------------------------------------------------------------------
+def synthetic_badge(dataset: Any) -> str:
+    return badge("synthetic", "synthetic", f"synthetic data: {dataset}" if dataset else "synthetic data")
+
+
+def status_cell(r: pd.Series) -> Cell:
+    """ok/seeds plus a badge per non-ok status, so a failed or diverged seed is never silent."""
+    marks = "".join(badge(f"{int(r[s])} {s}", s) for s in ("diverged", "failed", "timeout") if int(r.get(s, 0) or 0))
+    if int(r["ok"]) == 0:
+        marks = badge("no ok seed", "failed") + marks
+    frac = r["ok"] / r["seeds"] if r["seeds"] else 0.0
+    return Cell(f"{int(r['ok'])}/{int(r['seeds'])}{marks}", frac)
+
+
+def mean_std_cell(r: pd.Series, col: str, digits: int = 4) -> Cell:
+    mean, std = r.get(f"{col}_mean"), r.get(f"{col}_std")
+    return Cell(esc(fmt_mean_std(mean, std, digits)), num(mean))
+
+
+def target_cell(r: pd.Series, col: str, digits: int) -> Cell:
+    """Time or steps to target over the seeds that reached it, with how many did."""
+    reached, seeds = int(r["reached"]), int(r["seeds"])
+    if not reached:
+        return Cell(f"— <span class=note>(0/{seeds})</span>", None, "miss")
+    text = esc(fmt_mean_std(r[f"{col}_mean"], r[f"{col}_std"], digits))
+    return Cell(f"{text} <span class=note>({reached}/{seeds})</span>", num(r[f"{col}_mean"]))
+
+
+def ratio_cell(r: pd.Series) -> Cell:
+    v = num(r.get("step_time_ratio"))
+    if v is None:
+        return Cell('<span title="no AdamW trial from the same run on this task">—</span>', None)
+    return Cell(f"{v:.2f}×", v)
+
+
+RESULT_HEADERS = [
+    ("seeds ok", "seeds with status ok / seeds run; badges count diverged, failed and timed-out seeds"),
+    ("test accuracy", "final test accuracy, mean ± std over ok seeds"),
+    ("test loss", "final test loss, mean ± std over ok seeds"),
+    ("time to target (s)", "training seconds to reach the task's target, mean ± std over seeds that reached it"),
+    ("steps to target", "steps to reach the target, mean ± std over seeds that reached it"),
+    ("step time ×AdamW", "median step time divided by AdamW's in the same run (1.00× = as fast as AdamW)"),
+    ("sharpness", "largest Hessian eigenvalue at the end, mean ± std"),
+    ("entropy gap", "entropy gap at the end, mean ± std"),
+    ("state MB", "optimizer state memory in MiB, mean over ok seeds"),
+]
+
+
+def result_cells(r: pd.Series) -> list[Cell]:
+    return [
+        status_cell(r),
+        mean_std_cell(r, "final_test_accuracy"),
+        mean_std_cell(r, "final_test_loss"),
+        target_cell(r, "time_to_target_s", 3),
+        target_cell(r, "steps_to_target", 4),
+        ratio_cell(r),
+        mean_std_cell(r, "sharpness"),
+        mean_std_cell(r, "entropy_gap"),
+        Cell(esc(fmt(r.get("optimizer_state_mb_mean"), 3)), num(r.get("optimizer_state_mb_mean"))),
+    ]
+
+
+def row_class(r: pd.Series) -> str:
+    classes = []
+    if int(r["ok"]) == 0:
+        classes.append("all-failed")
+    if int(r["ok"]) < int(r["seeds"]):
+        classes.append("has-failures")
+    if bool(r["synthetic"]):
+        classes.append("synthetic")
+    return " ".join(classes)
+
+
+def failed_trials_table(trials: pd.DataFrame, table_id: str) -> str:
+    bad = trials[trials["status"] != "ok"].sort_values(["task", "preset", "optimizer", "seed"])
+    if bad.empty:
+        return '<p class="note">Every trial finished with status ok.</p>'
+    rows = []
+    for _, t in bad.iterrows():
+        step = num(t.get("diverged_step"))
+        rows.append([
+            Cell(f'<a href="{task_href(t["task"])}">{esc(t["task"])}</a>/{esc(t["preset"])}',
+                 f"{t['task']}/{t['preset']}"),
+            Cell(f'<a href="{optimizer_href(t["optimizer"])}">{esc(t["optimizer"])}</a>', str(t["optimizer"])),
+            Cell(esc(t["seed"]), num(t["seed"])),
+            Cell(badge(str(t["status"]), str(t["status"])), str(t["status"])),
+            Cell("—" if step is None else f"{int(step)}", step),
+            Cell(f"<code>{esc(t.get('error') or '')}</code>", str(t.get("error") or ""), "text"),
+        ])
+    headers = [("task", ""), ("optimizer", ""), ("seed", ""), ("status", ""), ("at step", "step it diverged at"),
+               ("error", "the error recorded in the trial row")]
+    return table(headers, rows, table_id)
+
+
+def json_block(obj: Any) -> str:
+    return f"<pre>{esc(json.dumps(obj, indent=2, sort_keys=True, default=str))}</pre>"
+
+
+def link_or_text(value: Any) -> str:
+    s = "" if value is None else str(value)
+    if s.startswith(("https://", "http://")):
+        return f'<a href="{esc(s)}" rel="noopener noreferrer">{esc(s)}</a>'
+    return esc(s) or "—"
+
+
+# --- overview --------------------------------------------------------------------------------------
+def overview_page(board: Board) -> str:
+    meta = meta_line(board)
+    title = "Optimizer leaderboard"
+    if board.empty:
+        return page(title, no_results("in this results directory") + problems_box(board), meta, "index.html")
+    rk, s = board.ranking, board.summary
+    seeds = sorted(set(board.trials["seed"].dropna().astype(int)))
+    best = rk.iloc[0]
+    any_syn = bool(s["synthetic"].any())
+    lead = (f'<p class="lead"><strong>{len(board.optimizers)}</strong> optimizers on <strong>{len(board.problems)}'
+            f"</strong> task(s), {len(seeds)} seed(s) each ({len(board.trials)} trials). Ranked by the "
+            "AlgoPerf-style score: the area under the performance profile of time-to-target for τ from 1 to 4, "
+            "divided by 3 (1 = fastest to the target on every task). Leader: "
+            f'<a href="{optimizer_href(best["optimizer"])}"><strong>{esc(best["optimizer"])}</strong></a> '
+            f"(score {best['score']:.3f}).</p>")
+    if any_syn:
+        lead += (f"<p class=note>Rows marked {synthetic_badge('')} used synthetic data (quadratics or "
+                 "synthetic stand-ins for datasets), not real data.</p>")
+    body = [lead, "<h2 id=ranking>Ranking across tasks</h2>", ranking_table(board)]
+    body.append("<h2 id=profile>Performance profile</h2>")
+    body.append(plot_div("profile", plots.profile_figure(board.ratios, list(rk["optimizer"]), board.color),
+                         "ρ(τ) is the fraction of tasks on which an optimizer reached the target within τ times the "
+                         "fastest optimizer's time. A task counts only if every seed reached its target; the time "
+                         "is the mean over seeds."))
+    unsolved = [p for p in board.ratios.index if not (board.ratios.loc[p] < math.inf).any()]
+    if unsolved:
+        body.append(f"<p class=note>No optimizer reached the target on every seed of: {esc(', '.join(unsolved))} "
+                    "(these tasks count for nobody in the profile).</p>")
+    body.append("<h2 id=wins>Who wins where</h2>")
+    body.append(wins_table(board))
+    body.append("<h2 id=tasks>Tasks</h2><ul class=links>" + "".join(
+        f'<li><a href="{task_href(t)}">{esc(t)}</a></li>' for t in board.tasks) + "</ul>")
+    body.append("<h2 id=optimizers>Optimizers</h2><ul class=links>" + "".join(
+        f'<li><a href="{optimizer_href(o)}">{esc(o)}</a></li>' for o in board.optimizers) + "</ul>")
+    body.append("<h2 id=failed>Failed, diverged and timed-out trials</h2>")
+    body.append(failed_trials_table(board.trials, "failed-trials"))
+    body.append(problems_box(board))
+    return page(title, "\n".join(body), meta, "index.html", plots=True)
+
+
+def problems_box(board: Board) -> str:
+    if not board.read_problems:
+        return ""
+    items = "".join(f"<li><code>{esc(p)}</code></li>" for p in board.read_problems)
+    return (f'<div class="warnbox" id="read-problems"><strong>Skipped unreadable result files:</strong>'
+            f"<ul>{items}</ul></div>")
+
+
+def ranking_table(board: Board) -> str:
+    rows, classes = [], []
+    for _, r in board.ranking.iterrows():
+        opt = r["optimizer"]
+        marks = synthetic_badge("") if r["synthetic"] else ""
+        if r["not_ok"]:
+            marks += badge(f"{int(r['not_ok'])} not ok", "failed", "trials that failed, diverged or timed out")
+        rows.append([
+            Cell(str(int(r["position"])), int(r["position"])),
+            Cell(f'<a href="{optimizer_href(opt)}">{esc(opt)}</a>{marks}', str(opt)),
+            Cell(f"{r['score']:.3f}", float(r["score"])),
+            Cell(f"{r['area']:.3f}", float(r["area"])),
+            Cell(f"{int(r['won'])}/{int(r['problems'])}", int(r["won"])),
+            Cell(f"{int(r['reached'])}/{int(r['problems'])}", int(r["reached"])),
+            Cell(esc(fmt(r["mean_rank"], 3)), num(r["mean_rank"])),
+            ratio_cell(r),
+            Cell(f"{int(r['ok'])}/{int(r['trials'])}", r["ok"] / r["trials"] if r["trials"] else 0.0),
+        ])
+        classes.append("synthetic" if r["synthetic"] else "")
+    headers = [("#", "position"), ("optimizer", ""), ("score", "∫₁⁴ ρ(τ) dτ / 3"), ("∫ρ", "∫₁⁴ ρ(τ) dτ"),
+               ("fastest on", "tasks where it reached the target first"),
+               ("reached target", "tasks where every seed reached the target"),
+               ("mean rank", "mean per-task rank (time-to-target, then final quality)"),
+               ("step time ×AdamW", "median over tasks of the step-time ratio to AdamW"),
+               ("trials ok", "trials with status ok / trials run")]
+    return table(headers, rows, "ranking", classes)
+
+
+def wins_table(board: Board) -> str:
+    s, ratios = board.summary, board.ratios
+    order = list(board.ranking["optimizer"])
+    rows, classes = [], []
+    for problem in board.problems:
+        grp = s[s["problem"] == problem]
+        first = grp.iloc[0]
+        task, preset = first["task"], first["preset"]
+        marks = synthetic_badge(first["dataset"]) if grp["synthetic"].any() else ""
+        row = [Cell(f'<a href="{task_href(task)}">{esc(task)}</a>/{esc(preset)}{marks}', problem)]
+        fastest = grp[grp["profile_time"] < math.inf].sort_values("profile_time")
+        if fastest.empty:
+            row.append(Cell("nobody reached the target", None, "miss"))
+        else:
+            w = fastest.iloc[0]
+            row.append(Cell(f'{esc(w["optimizer"])} <span class=note>({w["profile_time"]:.3g} s)</span>',
+                            str(w["optimizer"])))
+        top = str(grp.sort_values("rank").iloc[0]["optimizer"])
+        row.append(Cell(esc(top), top))
+        for opt in order:
+            r = ratios.loc[problem, opt] if opt in ratios.columns else math.inf
+            ran = bool((grp["optimizer"] == opt).any())
+            if not ran:
+                row.append(Cell("—", None, "miss"))
+            elif r == math.inf:
+                row.append(Cell('<span title="did not reach the target on every seed">✗</span>', None, "miss"))
+            else:
+                row.append(Cell(f"{r:.2f}", float(r), "best" if r == 1.0 else ""))
+        rows.append(row)
+        classes.append("synthetic" if grp["synthetic"].any() else "")
+    headers = [("task", ""), ("fastest to target", "every seed reached; mean time"),
+               ("rank 1", "best by time-to-target, then final quality")]
+    headers += [(o, f"time-to-target ÷ fastest on this task for {o}") for o in order]
+    return table(headers, rows, "wins", classes,
+                 caption="Cells: time-to-target divided by the fastest optimizer's (1.00 = fastest); "
+                         "✗ = not every seed reached the target; — = not run.")
+
+
+# --- per task --------------------------------------------------------------------------------------
+def task_page(board: Board, task: str) -> str:
+    info = board.task_info(task)
+    s = board.summary[board.summary["task"] == task]
+    trials = board.trials[board.trials["task"] == task]
+    body = []
+    if info.get("summary"):
+        body.append(f'<p class="lead">{esc(info["summary"])}</p>')
+    datasets = sorted(set(trials["dataset"].dropna().astype(str)))
+    if datasets:
+        syn = synthetic_badge(", ".join(datasets)) if trials["synthetic"].fillna(False).any() else ""
+        body.append(f"<p>Dataset: {esc(', '.join(datasets))}{syn}</p>")
+    targets = trials.dropna(subset=["target_name"]).drop_duplicates(["preset", "target_name"])
+    for _, t in targets.iterrows():
+        body.append(f"<p class=note>Target ({esc(t['preset'])}): {esc(t['target_name'])} = "
+                    f"{esc(fmt(t['target_value']))} (time-to-target counts training time only).</p>")
+    for preset in sorted(s["preset"].unique()):
+        grp = s[s["preset"] == preset].sort_values("rank")
+        body.append(f"<h2 id=\"preset-{esc(slug(preset))}\">Results · preset {esc(preset)}</h2>")
+        rows, classes = [], []
+        for _, r in grp.iterrows():
+            marks = synthetic_badge(r["dataset"]) if r["synthetic"] else ""
+            rows.append([Cell(str(int(r["rank"])), int(r["rank"])),
+                         Cell(f'<a href="{optimizer_href(r["optimizer"])}">{esc(r["optimizer"])}</a>{marks}',
+                              str(r["optimizer"])),
+                         *result_cells(r)])
+            classes.append(row_class(r))
+        headers = [("rank", "time-to-target on every seed first, then final quality"), ("optimizer", ""),
+                   *RESULT_HEADERS]
+        body.append(table(headers, rows, f"results-{slug(preset)}", classes,
+                          caption="mean ± std over seeds with status ok; click a header to sort."))
+        body.append(curves_section(board, task, preset))
+    body.append("<h2 id=failed>Failed, diverged and timed-out trials</h2>")
+    body.append(failed_trials_table(trials, "failed-trials"))
+    if s.empty:
+        body = [no_results(f"for task {task}")]
+    return page(f"Task: {task}", "\n".join(body), meta_line(board), plots=True)
+
+
+# --- per optimizer ---------------------------------------------------------------------------------
+def optimizer_page(board: Board, name: str) -> str:
+    info = board.optimizer_info(name)
+    facts = [("summary", esc(info.get("summary")) or "—"), ("plugin", esc(info.get("plugin")) or "—")]
+    if info.get("entry_point"):
+        facts.append(("entry point", f"<code>{esc(info['entry_point'])}</code>"))
+    facts += [("plugin version", esc(info.get("plugin_version")) or "—"), ("paper", link_or_text(info.get("paper")))]
+    if info.get("needs"):
+        facts.append(("closure needs", esc(info["needs"])))
+    src = "the installed registry" if info["source"] == "registry" else "the hyperparameters recorded in the results"
+    body = ["<dl class=facts>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"]
+    body.append(f"<h2 id=defaults>Defaults</h2><p class=note>From {src}.</p>")
+    body.append(json_block(info.get("defaults")) if info.get("defaults") is not None else "<p>—</p>")
+    if info["hparams"]:
+        body.append("<h3>Hyperparameters used in these results</h3>")
+        body.extend(json_block(_maybe_json(h)) for h in info["hparams"])
+    s = board.summary[board.summary["optimizer"] == name].sort_values("problem")
+    body.append("<h2 id=results>Results on every task</h2>")
+    if s.empty:
+        body.append(no_results(f"for optimizer {name}"))
+    else:
+        rows, classes = [], []
+        for _, r in s.iterrows():
+            n_here = int((board.summary["problem"] == r["problem"]).sum())
+            marks = synthetic_badge(r["dataset"]) if r["synthetic"] else ""
+            rows.append([Cell(f'<a href="{task_href(r["task"])}">{esc(r["task"])}</a>/{esc(r["preset"])}{marks}',
+                              r["problem"]),
+                         Cell(f"{int(r['rank'])}/{n_here}", int(r["rank"])), *result_cells(r)])
+            classes.append(row_class(r))
+        headers = [("task", ""), ("rank", "rank among the optimizers run on this task"), *RESULT_HEADERS]
+        body.append(table(headers, rows, "optimizer-results", classes))
+    body.append("<h2 id=failed>Failed, diverged and timed-out trials</h2>")
+    body.append(failed_trials_table(board.trials[board.trials["optimizer"] == name], "failed-trials"))
+    return page(f"Optimizer: {name}", "\n".join(body), meta_line(board))
+
+
+def _maybe_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# --- curves ----------------------------------------------------------------------------------------
+def curve_points(board: Board) -> pd.DataFrame:
+    if board.curves is None or board.curves.empty:
+        return pd.DataFrame(columns=["trial_id", "step", "wall_time_s", "split", "name", "value", "optimizer",
+                                     "task", "preset"])
+    meta = board.trials[["trial_id", "optimizer", "task", "preset"]]
+    return board.curves.merge(meta, on="trial_id", how="inner")
+
+
+def curves_section(board: Board, task: str, preset: str, points: pd.DataFrame | None = None) -> str:
+    pts = curve_points(board) if points is None else points
+    pts = pts[(pts["task"] == task) & (pts["preset"] == preset)]
+    order = list(board.ranking["optimizer"]) if not board.ranking.empty else board.optimizers
+    figs = []
+    key = slug(problem_key(task, preset))
+    for split, name, label in CURVES:
+        sel = pts[(pts["split"] == split) & (pts["name"] == name)]
+        if sel.empty:
+            continue
+        for x, xl in (("step", "steps"), ("wall_time_s", "seconds")):
+            fig = plots.curve_figure(sel, order, board.color, x, f"{label} vs {xl}", label)
+            figs.append(plot_div(f"curve-{key}-{slug(split + '-' + name)}-{xl}", fig))
+    if not figs:
+        return '<p class="note">No training curves recorded for this task.</p>'
+    return ('<div class="grid2">' + "".join(figs) + "</div>"
+            '<p class="note">Lines: mean over seeds; bands: min to max over seeds.</p>')
+
+
+def curves_page(board: Board) -> str:
+    if board.empty:
+        return page("Training curves", no_results(), meta_line(board), "curves.html")
+    points = curve_points(board)
+    body = []
+    for problem in board.problems:
+        grp = board.summary[board.summary["problem"] == problem].iloc[0]
+        task, preset = grp["task"], grp["preset"]
+        marks = synthetic_badge(grp["dataset"]) if grp["synthetic"] else ""
+        body.append(f'<h2 id="{esc(slug(problem))}"><a href="{task_href(task)}">{esc(task)}</a>/{esc(preset)}'
+                    f"{marks}</h2>")
+        body.append(curves_section(board, task, preset, points))
+    return page("Training curves", "\n".join(body), meta_line(board), "curves.html", plots=True)
+
+
+# --- geometry --------------------------------------------------------------------------------------
+GEOMETRY = [("sharpness", "sharpness (λ_max)"), ("entropy_gap", "entropy gap")]
+
+
+def geometry_page(board: Board) -> str:
+    if board.empty:
+        return page("Geometry", no_results(), meta_line(board), "geometry.html")
+    t = board.trials.copy()
+    t["gen_gap"] = pd.to_numeric(t["final_test_loss"], errors="coerce") - pd.to_numeric(
+        t["final_train_loss"], errors="coerce")
+    for col, _ in GEOMETRY:
+        t[col] = pd.to_numeric(t[col], errors="coerce")
+    order = list(board.ranking["optimizer"])
+    body = ['<p class="lead">Does flatness predict generalisation here? One point per trial: the geometry metric at '
+            "the end of training against the generalisation gap (final test loss − final train loss).</p>"]
+    figs = []
+    for col, label in GEOMETRY:
+        have = t[t[col].notna() & t["gen_gap"].notna()]
+        if have.empty:
+            figs.append(f'<div class="empty" id="no-{col}">No trial recorded {esc(label)} (its metric plugin was '
+                        "not installed or not run).</div>")
+        else:
+            figs.append(plot_div(f"geometry-{col}", plots.geometry_figure(have, order, board.color, col, label)))
+    body.append('<div class="grid2">' + "".join(figs) + "</div>")
+    body.append("<h2 id=points>Per-trial values</h2>")
+    rows, classes = [], []
+    for _, r in t.sort_values(["task", "preset", "optimizer", "seed"]).iterrows():
+        marks = synthetic_badge(r["dataset"]) if bool(r["synthetic"]) else ""
+        status = "" if r["status"] == "ok" else badge(str(r["status"]), str(r["status"]))
+        rows.append([
+            Cell(f'<a href="{task_href(r["task"])}">{esc(r["task"])}</a>/{esc(r["preset"])}{marks}',
+                 f"{r['task']}/{r['preset']}"),
+            Cell(f'<a href="{optimizer_href(r["optimizer"])}">{esc(r["optimizer"])}</a>{status}', str(r["optimizer"])),
+            Cell(esc(r["seed"]), num(r["seed"])),
+            *[Cell(esc(fmt(r[c])), num(r[c])) for c in ("gen_gap", "sharpness", "entropy_gap")],
+        ])
+        classes.append("synthetic" if bool(r["synthetic"]) else "")
+    body.append(table([("task", ""), ("optimizer", ""), ("seed", ""), ("gen. gap", "final test − final train loss"),
+                       ("sharpness", ""), ("entropy gap", "")], rows, "geometry-points", classes))
+    return page("Geometry", "\n".join(body), meta_line(board), "geometry.html", plots=True)
+

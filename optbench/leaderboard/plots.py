@@ -1,0 +1,114 @@
+"""Plotly figure specs (plain dicts for plotly.js, embedded as JSON islands).
+
+Plotly.js renders every label as SVG text; names are HTML-escaped before they go in, which Plotly shows as
+the literal characters (its label markup only understands a few tags, and escaped text contains none).
+Seeds are drawn as a band (min to max over seeds at each step) around their mean.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optbench.leaderboard import profile
+from optbench.leaderboard.html import esc
+
+BASE_LAYOUT: dict[str, Any] = {
+    "margin": {"l": 60, "r": 10, "t": 40, "b": 50},
+    "height": 360,
+    "hovermode": "closest",
+    "legend": {"orientation": "h", "y": -0.22},
+    "paper_bgcolor": "#fff",
+    "plot_bgcolor": "#fff",
+    "xaxis": {"gridcolor": "#e5e7eb", "zeroline": False},
+    "yaxis": {"gridcolor": "#e5e7eb", "zeroline": False},
+    "font": {"family": "system-ui, sans-serif", "size": 12},
+}
+
+
+def _layout(title: str, xtitle: str, ytitle: str, ylog: bool = False, **extra: Any) -> dict[str, Any]:
+    layout = {**BASE_LAYOUT, "title": {"text": esc(title), "font": {"size": 14}, "x": 0.01, "xanchor": "left"}}
+    layout["xaxis"] = {**BASE_LAYOUT["xaxis"], "title": {"text": esc(xtitle)}}
+    layout["yaxis"] = {**BASE_LAYOUT["yaxis"], "title": {"text": esc(ytitle)}}
+    if ylog:
+        layout["yaxis"]["type"] = "log"
+    layout.update(extra)
+    return layout
+
+
+def _round(values: Any) -> list[float | None]:
+    out = []
+    for v in values:
+        v = float(v)
+        out.append(float(f"{v:.6g}") if math.isfinite(v) else None)
+    return out
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def profile_figure(ratios: pd.DataFrame, order: list[str], color) -> dict[str, Any]:
+    """rho(tau) on [1, 4], one step line per optimizer, in ranking order."""
+    data = []
+    for opt in order:
+        if opt not in ratios.columns:
+            continue
+        taus, rhos = profile.profile_steps(ratios, opt)
+        data.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv", "width": 2, "color": color(opt)},
+                     "x": _round(taus), "y": _round(rhos), "name": esc(opt),
+                     "hovertemplate": "τ=%{x:.3g}: ρ=%{y:.2f}<extra>" + esc(opt) + "</extra>"})
+    layout = _layout("Performance profile over time-to-target", "τ (time ÷ fastest time on the task)",
+                     "ρ(τ): fraction of tasks within τ")
+    layout["xaxis"]["range"] = [1, profile.TAU_MAX]
+    layout["yaxis"]["range"] = [-0.02, 1.02]
+    return {"data": data, "layout": layout}
+
+
+def curve_figure(points: pd.DataFrame, order: list[str], color, x: str, title: str, ytitle: str) -> dict[str, Any]:
+    """`points`: curve rows (step, wall_time_s, value) joined with the trial's optimizer. The band spans the
+    seeds; on the seconds axis each step sits at the mean time over seeds at which it was reached."""
+    data = []
+    values = points["value"].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    ylog = bool(len(finite) and (finite > 0).all() and finite.max() / max(finite.min(), 1e-300) > 100)
+    for opt in order:
+        mine = points[points["optimizer"] == opt]
+        if mine.empty:
+            continue
+        g = mine.groupby("step").agg(x=(x, "mean"), lo=("value", "min"), hi=("value", "max"),
+                                     mean=("value", "mean"), n=("value", "size")).reset_index()
+        xs, c = _round(g["x"]), color(opt)
+        label = esc(opt)
+        if int(mine["trial_id"].nunique()) > 1:
+            data.append({"type": "scatter", "mode": "lines", "x": xs, "y": _round(g["lo"]), "line": {"width": 0},
+                         "showlegend": False, "hoverinfo": "skip", "legendgroup": label})
+            data.append({"type": "scatter", "mode": "lines", "x": xs, "y": _round(g["hi"]), "line": {"width": 0},
+                         "fill": "tonexty", "fillcolor": _rgba(c, 0.18), "showlegend": False, "hoverinfo": "skip",
+                         "legendgroup": label})
+        data.append({"type": "scatter", "mode": "lines", "x": xs, "y": _round(g["mean"]), "name": label,
+                     "legendgroup": label, "line": {"color": c, "width": 2},
+                     "hovertemplate": "%{y:.4g} at %{x:.4g}<extra>" + label + "</extra>"})
+    xtitle = "training steps" if x == "step" else "training time (s)"
+    return {"data": data, "layout": _layout(title, xtitle, ytitle, ylog)}
+
+
+def geometry_figure(points: pd.DataFrame, order: list[str], color, y: str, ytitle: str) -> dict[str, Any]:
+    """One marker per trial: `y` against the generalisation gap (final test loss minus final train loss)."""
+    data = []
+    for opt in order:
+        mine = points[(points["optimizer"] == opt) & points[y].notna() & points["gen_gap"].notna()]
+        if mine.empty:
+            continue
+        text = [esc(f"{opt} · {t}/{p} · seed {s}") for t, p, s in zip(mine["task"], mine["preset"], mine["seed"],
+                                                                      strict=True)]
+        data.append({"type": "scatter", "mode": "markers", "x": _round(mine["gen_gap"]), "y": _round(mine[y]),
+                     "name": esc(opt), "text": text, "marker": {"color": color(opt), "size": 9, "opacity": 0.85},
+                     "hovertemplate": "%{text}<br>gap %{x:.4g}, " + esc(ytitle) + " %{y:.4g}<extra></extra>"})
+    return {"data": data, "layout": _layout(f"{ytitle} vs generalisation gap",
+                                            "generalisation gap (final test loss − final train loss)", ytitle)}
