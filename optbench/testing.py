@@ -179,7 +179,7 @@ def _check_state_dict(entry: Registered) -> CheckResult:
     torch.manual_seed(1234)
     _drive(opt_b, StepClosure(task_b, params_b), needs, 1)
     diffs = [float((a.detach() - b.detach()).abs().max()) for a, b in zip(params_a, params_b, strict=True)]
-    if any(not torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True)):
+    if any(not torch.allclose(a, b, rtol=0, atol=0, equal_nan=True) for a, b in zip(params_a, params_b, strict=True)):
         return CheckResult("state-dict", False, f"the step after load_state_dict differs: max |diff| {max(diffs):.3g}")
     return CheckResult("state-dict", True, f"step {ROUND_TRIP_WARMUP + 1} identical after a round trip")
 

@@ -56,13 +56,17 @@ def signature_defaults(cls: type) -> tuple[dict[str, Any], list[str], bool]:
     return defaults, required, first == "model"
 
 
-def infer_needs(cls: type) -> Needs:
+def _source(fn: Any) -> str:
+    """A function's source (cheap, unlike a class's, which re-parses the whole module); '' if unavailable."""
     try:
-        source = inspect.getsource(cls)
-        step_source = inspect.getsource(cls.step)
+        return inspect.getsource(fn)
     except (OSError, TypeError):
-        return Needs.GRADIENT
-    if "hutchinson" in source.lower():
+        return ""
+
+
+def infer_needs(cls: type) -> Needs:
+    step_source = _source(cls.step)
+    if "hutchinson" in step_source.lower():
         return Needs.HESSIAN
     closure_arg = inspect.signature(cls.step).parameters.get("closure")
     if "NoClosureError" in step_source or (closure_arg is not None and closure_arg.default is inspect.Parameter.empty):
@@ -72,10 +76,8 @@ def infer_needs(cls: type) -> Needs:
 
 def uses_muon_flag(cls: type) -> bool:
     """Muon-family classes want each param group to say `use_muon` (Muon for 2-D weights, AdamW elsewhere)."""
-    try:
-        return "use_muon" in inspect.getsource(cls)
-    except (OSError, TypeError):
-        return False
+    return any("use_muon" in _source(vars(k)[name]) for k in cls.__mro__ for name in ("__init__", "step")
+               if name in vars(k) and k.__module__.startswith("pytorch_optimizer"))
 
 
 def split_for_muon(params: Iterable[Any]) -> list[dict[str, Any]]:
