@@ -169,9 +169,9 @@ class Eigen:
 
 def top_eigen(
     matvec: Matvec, n: int, gen: torch.Generator, device: torch.device | str, *, max_steps: int = 30,
-    tol: float = 1e-3, want: int = 1,
+    tol: float | None = 1e-3, want: int = 1,
 ) -> Eigen:
-    """Largest algebraic eigenvalues by Lanczos from a Rademacher start."""
+    """Largest algebraic eigenvalues by Lanczos from a Rademacher start (tol None: run all max_steps)."""
     run = lanczos(matvec, rademacher(n, gen, device), max_steps, tol=tol, want=want)
     theta, s, resid = run.ritz()
     order = torch.argsort(theta, descending=True)
