@@ -31,6 +31,18 @@ def run_real(results: Path) -> None:
     assert out.exit_code == 0, out.output
 
 
+_SHARED: dict[str, Path] = {}
+
+
+def shared_real_results(tmp_path_factory) -> Path:
+    """One real run per test session, shared read-only by the leaderboard test modules (copy before changing)."""
+    if "real" not in _SHARED:
+        path = tmp_path_factory.mktemp("lb-real") / "results"
+        run_real(path)
+        _SHARED["real"] = path
+    return _SHARED["real"]
+
+
 def row(**fields: Any) -> dict[str, Any]:
     """A hand-made trials row; unspecified columns stay null, as for a task that cannot fill them."""
     base = {"run_id": "hand", "task": "hand-task", "preset": "smoke", "dataset": "synthetic-quadratic",

@@ -25,7 +25,7 @@ from _leaderboard_data import (
     add_edge_rows,
     evil_registry,
     row,
-    run_real,
+    shared_real_results,
     write_rows,
 )
 
@@ -128,9 +128,7 @@ def parse_mean_std(text: str) -> tuple[float, float]:
 # --- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real_results(tmp_path_factory) -> Path:
-    results = tmp_path_factory.mktemp("lb") / "results"
-    run_real(results)
-    return results
+    return shared_real_results(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -163,11 +163,12 @@ def overview_page(board: Board) -> str:
     if board.empty:
         return page(title, no_results("in this results directory") + problems_box(board), meta, "index.html")
     rk, s = board.ranking, board.summary
-    seeds = sorted(set(board.trials["seed"].dropna().astype(int)))
+    lo, hi = int(s["seeds"].min()), int(s["seeds"].max())
+    seeds = f"{hi} seed(s) each" if lo == hi else f"{lo} to {hi} seeds each"
     best = rk.iloc[0]
     any_syn = bool(s["synthetic"].any())
     lead = (f'<p class="lead"><strong>{len(board.optimizers)}</strong> optimizers on <strong>{len(board.problems)}'
-            f"</strong> task(s), {len(seeds)} seed(s) each ({len(board.trials)} trials). Ranked by the "
+            f"</strong> task(s), {seeds} ({len(board.trials)} trials). Ranked by the "
             "AlgoPerf-style score: the area under the performance profile of time-to-target for τ from 1 to 4, "
             "divided by 3 (1 = fastest to the target on every task). Leader: "
             f'<a href="{optimizer_href(best["optimizer"])}"><strong>{esc(best["optimizer"])}</strong></a> '
