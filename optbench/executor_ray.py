@@ -142,6 +142,7 @@ def run_ray(
     claims = Claims(store.root)
     by_ref: dict[Any, Trial] = {}
     try:
+        _check_fits(ray, registry, todo, gpus_per_trial, cpus_per_trial)
         with grid_progress(console) as progress:
             grid = progress.add_task("grid", total=len(todo))
             for trial in todo:
@@ -181,6 +182,17 @@ def run_ray(
         if started_here:
             ray.shutdown()
     return outcome
+
+
+def _check_fits(ray: Any, registry: Registry, todo: Sequence[Trial], gpus: float, cpus: float) -> None:
+    """A task asking for more than any cluster has would wait forever: say so before submitting."""
+    have = ray.cluster_resources()
+    if todo and cpus > have.get("CPU", 0):
+        raise OptbenchError(f"--cpus-per-trial {cpus:g} is more than the {have.get('CPU', 0):g} CPUs Ray has.",
+                            "Lower --cpus-per-trial.")
+    if gpus > 0 and any(wants_gpu(registry, t) for t in todo) and gpus > have.get("GPU", 0):
+        raise OptbenchError(f"--gpus-per-trial {gpus:g} is more than the {have.get('GPU', 0):g} GPUs Ray has.",
+                            "Run on a cluster with GPUs, or pass --gpus-per-trial 0 to run these trials on CPUs.")
 
 
 def _collect(ray: Any, ref: Any, trial: Trial, store: Store, registry: Registry,
