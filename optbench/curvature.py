@@ -198,7 +198,10 @@ class Quadrature:
         parts = [(t, w) for t, w in zip(self.nodes, self.weights, strict=True)]
         n_total = sum(float(w.sum()) for _, w in parts) / max(len(parts), 1) + self.exact.numel()
         dens = torch.zeros_like(grid, dtype=WORK_DTYPE)
-        kernel = lambda c: torch.exp(-0.5 * ((grid[:, None] - c[None, :]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))  # noqa: E731
+
+        def kernel(c: torch.Tensor) -> torch.Tensor:
+            return torch.exp(-0.5 * ((grid[:, None] - c[None, :]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+
         for t, w in parts:
             dens += (kernel(t) * w[None, :]).sum(1) / len(parts)
         if self.exact.numel():

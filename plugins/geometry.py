@@ -54,12 +54,12 @@ def _device(ctx: MetricContext) -> torch.device:
 
 
 def _eigen(ctx: MetricContext, want: int = 1) -> cv.Eigen:
-    """The shared Lanczos run; rerun (and replaced) only if a later metric wants more converged pairs."""
+    """The shared Lanczos run; rerun longer (and replaced) only if a later metric wants more eigenpairs."""
+    steps = max(LANCZOS_STEPS, 2 * want + 10)
     have: tuple[int, cv.Eigen] | None = ctx.cache.get("geometry.eigen")
-    if have is None or have[0] < want:
-        eig = cv.top_eigen(_matvec(ctx), _n(ctx), _generator(ctx, 1), _device(ctx),
-                           max_steps=max(LANCZOS_STEPS, 2 * want + 10), tol=None, want=want)
-        ctx.cache["geometry.eigen"] = (want, eig)
+    if have is None or have[0] < steps:
+        eig = cv.top_eigen(_matvec(ctx), _n(ctx), _generator(ctx, 1), _device(ctx), max_steps=steps, tol=None)
+        ctx.cache["geometry.eigen"] = (steps, eig)
         return eig
     return have[1]
 

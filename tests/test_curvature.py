@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from curvature_models import mlp_eigenvalues, trained_mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optbench import curvature as cv
-from curvature_models import mlp_eigenvalues, trained_mlp
 
 
 def gaps_numpy(eigenvalues: np.ndarray) -> tuple[float, float]:
