@@ -200,10 +200,14 @@ def test_curves_are_mean_with_seed_band(real_site, real_results):
     assert len(lines) == 1 and len(band) == len(OPTIMIZERS)
     sgd_ids = set(res.trials.loc[res.trials["optimizer"] == "sgd", "trial_id"])
     c = res.curves[res.curves["trial_id"].isin(sgd_ids) & (res.curves["name"] == "loss")]
-    step = int(c["step"].iloc[len(c) // 2])
-    expect = c[c["step"] == step]["value"].mean()
-    got = lines[0]["y"][lines[0]["x"].index(step)]
-    assert got == pytest.approx(expect, rel=1e-5)
+    xs = lines[0]["x"]
+    assert len(xs) <= 120 and xs[0] == c["step"].min() and xs[-1] == c["step"].max()  # downsampled, ends kept
+    for step in (xs[0], xs[len(xs) // 2], xs[-1]):
+        expect = c[c["step"] == step]["value"]
+        assert len(expect) == SEEDS
+        assert lines[0]["y"][xs.index(step)] == pytest.approx(expect.mean(), rel=1e-5)
+        lo_hi = [t["y"][t["x"].index(step)] for t in fig["data"] if t.get("legendgroup") == "sgd" and "name" not in t]
+        assert lo_hi == pytest.approx([expect.min(), expect.max()], rel=1e-5)
     assert fig["layout"]["yaxis"]["type"] == "log"  # quadratic losses span many decades
     assert f"{key[:-5]}seconds-data" in page.islands()
 

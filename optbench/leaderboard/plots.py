@@ -16,6 +16,9 @@ import pandas as pd
 from optbench.leaderboard import profile
 from optbench.leaderboard.html import esc
 
+#: points per curve line at most (evenly spaced over the logged steps)
+MAX_POINTS = 120
+
 BASE_LAYOUT: dict[str, Any] = {
     "margin": {"l": 60, "r": 10, "t": 40, "b": 50},
     "height": 360,
@@ -83,6 +86,8 @@ def curve_figure(points: pd.DataFrame, order: list[str], color, x: str, title: s
             continue
         g = mine.groupby("step").agg(x=(x, "mean"), lo=("value", "min"), hi=("value", "max"),
                                      mean=("value", "mean"), n=("value", "size")).reset_index()
+        if len(g) > MAX_POINTS:  # keeps the site small with many optimizers; first and last step always kept
+            g = g.iloc[np.unique(np.linspace(0, len(g) - 1, MAX_POINTS).round().astype(int))]
         xs, c = _round(g["x"]), color(opt)
         label = esc(opt)
         if int(mine["trial_id"].nunique()) > 1:
