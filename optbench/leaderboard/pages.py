@@ -138,7 +138,7 @@ def failed_trials_table(trials: pd.DataFrame, table_id: str) -> str:
             Cell(esc(t["seed"]), num(t["seed"])),
             Cell(badge(str(t["status"]), str(t["status"])), str(t["status"])),
             Cell("—" if step is None else f"{int(step)}", step),
-            Cell(f"<code>{esc(t.get('error') or '')}</code>", str(t.get("error") or ""), "text"),
+            Cell(f"<code>{esc(t.get('error') or '')}</code>", str(t.get("error") or ""), "long"),
         ])
     headers = [("task", ""), ("optimizer", ""), ("seed", ""), ("status", ""), ("at step", "step it diverged at"),
                ("error", "the error recorded in the trial row")]
@@ -181,7 +181,8 @@ def overview_page(board: Board) -> str:
     body.append(plot_div("profile", plots.profile_figure(board.ratios, list(rk["optimizer"]), board.color),
                          "ρ(τ) is the fraction of tasks on which an optimizer reached the target within τ times the "
                          "fastest optimizer's time. A task counts only if every seed reached its target; the time "
-                         "is the mean over seeds."))
+                         "is the mean over seeds. Optimizers whose ρ stays 0 on [1, 4] start hidden: click "
+                         "their legend entry to show them."))
     unsolved = [p for p in board.ratios.index if not (board.ratios.loc[p] < math.inf).any()]
     if unsolved:
         body.append(f"<p class=note>No optimizer reached the target on every seed of: {esc(', '.join(unsolved))} "
@@ -358,15 +359,16 @@ def _maybe_json(text: str) -> Any:
 def curve_points(board: Board) -> pd.DataFrame:
     if board.curves is None or board.curves.empty:
         return pd.DataFrame(columns=["trial_id", "step", "wall_time_s", "split", "name", "value", "optimizer",
-                                     "task", "preset"])
-    meta = board.trials[["trial_id", "optimizer", "task", "preset"]]
+                                     "task", "preset", "status"])
+    meta = board.trials[["trial_id", "optimizer", "task", "preset", "status"]]
     return board.curves.merge(meta, on="trial_id", how="inner")
 
 
 def curves_section(board: Board, task: str, preset: str, points: pd.DataFrame | None = None) -> str:
     pts = curve_points(board) if points is None else points
     pts = pts[(pts["task"] == task) & (pts["preset"] == preset)]
-    order = list(board.ranking["optimizer"]) if not board.ranking.empty else board.optimizers
+    ranked = board.summary[(board.summary["task"] == task) & (board.summary["preset"] == preset)]
+    order = list(ranked.sort_values("rank")["optimizer"])  # this task's best first
     figs = []
     key = slug(problem_key(task, preset))
     for split, name, label in CURVES:
@@ -378,8 +380,10 @@ def curves_section(board: Board, task: str, preset: str, points: pd.DataFrame | 
             figs.append(plot_div(f"curve-{key}-{slug(split + '-' + name)}-{xl}", fig))
     if not figs:
         return '<p class="note">No training curves recorded for this task.</p>'
+    more = f" The best {plots.VISIBLE_LINES} on this task are drawn; click a legend entry to show or hide one." \
+        if len(order) > plots.VISIBLE_LINES else ""
     return ('<div class="grid2">' + "".join(figs) + "</div>"
-            '<p class="note">Lines: mean over seeds; bands: min to max over seeds.</p>')
+            f'<p class="note">Lines: mean over seeds; bands: min to max over seeds.{more}</p>')
 
 
 def curves_page(board: Board) -> str:

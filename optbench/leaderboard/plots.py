@@ -18,6 +18,10 @@ from optbench.leaderboard.html import esc
 
 #: points per curve line at most (evenly spaced over the logged steps)
 MAX_POINTS = 120
+#: curve lines drawn at first (the task's best by rank); the rest are one legend click away
+VISIBLE_LINES = 8
+#: a vertical legend beside the plot: it scrolls when there are many optimizers instead of eating the plot
+SIDE_LEGEND = {"orientation": "v", "x": 1.01, "y": 1, "xanchor": "left", "font": {"size": 10}}
 
 BASE_LAYOUT: dict[str, Any] = {
     "margin": {"l": 60, "r": 10, "t": 40, "b": 50},
@@ -57,30 +61,50 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 
 def profile_figure(ratios: pd.DataFrame, order: list[str], color) -> dict[str, Any]:
-    """rho(tau) on [1, 4], one step line per optimizer, in ranking order."""
+    """rho(tau) on [1, 4], one step line per optimizer, in ranking order. Lines that stay at zero start hidden
+    (click the legend to show them) so that a board with many optimizers stays readable."""
     data = []
     for opt in order:
         if opt not in ratios.columns:
             continue
         taus, rhos = profile.profile_steps(ratios, opt)
-        data.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv", "width": 2, "color": color(opt)},
-                     "x": _round(taus), "y": _round(rhos), "name": esc(opt),
+        hidden = {"visible": "legendonly"} if max(rhos) == 0 else {}
+        data.append({**hidden, "type": "scatter", "mode": "lines",
+                     "line": {"shape": "hv", "width": 2, "color": color(opt)}, "x": _round(taus),
+                     "y": _round(rhos), "name": esc(opt),
                      "hovertemplate": "τ=%{x:.3g}: ρ=%{y:.2f}<extra>" + esc(opt) + "</extra>"})
     layout = _layout("Performance profile over time-to-target", "τ (time ÷ fastest time on the task)",
-                     "ρ(τ): fraction of tasks within τ")
+                     "ρ(τ): fraction of tasks within τ", legend=SIDE_LEGEND, height=420)
     layout["xaxis"]["range"] = [1, profile.TAU_MAX]
     layout["yaxis"]["range"] = [-0.02, 1.02]
     return {"data": data, "layout": layout}
 
 
-def curve_figure(points: pd.DataFrame, order: list[str], color, x: str, title: str, ytitle: str) -> dict[str, Any]:
-    """`points`: curve rows (step, wall_time_s, value) joined with the trial's optimizer. The band spans the
-    seeds; on the seconds axis each step sits at the mean time over seeds at which it was reached."""
-    data = []
-    values = points["value"].to_numpy(dtype=float)
+def _y_range(points: pd.DataFrame) -> tuple[bool, list[float] | None]:
+    """Log axis when positive values span decades; the range comes from trials that finished ok, so one
+    diverged trial's exploding last point does not flatten every other curve (it is still there when zoomed out)."""
+    ok = points[points["status"] == "ok"] if "status" in points and (points["status"] == "ok").any() else points
+    values = ok["value"].to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
-    ylog = bool(len(finite) and (finite > 0).all() and finite.max() / max(finite.min(), 1e-300) > 100)
-    for opt in order:
+    if not len(finite):
+        return False, None
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo > 0 and hi / lo > 100:
+        pad = 0.05 * (math.log10(hi) - math.log10(lo))
+        return True, [math.log10(lo) - pad, math.log10(hi) + pad]
+    pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
+    return False, [lo - pad, hi + pad]
+
+
+def curve_figure(points: pd.DataFrame, order: list[str], color, x: str, title: str, ytitle: str,
+                 shown: int = VISIBLE_LINES) -> dict[str, Any]:
+    """`points`: curve rows (step, wall_time_s, value) joined with the trial's optimizer and status. The band
+    spans the seeds; on the seconds axis each step sits at the mean time over seeds at which it was reached.
+    The first `shown` optimizers of `order` are drawn; the others wait in the legend (one click shows them)."""
+    data = []
+    ylog, yrange = _y_range(points)
+    for i, opt in enumerate(order):
+        hidden = {"visible": "legendonly"} if i >= shown else {}
         mine = points[points["optimizer"] == opt]
         if mine.empty:
             continue
@@ -91,16 +115,20 @@ def curve_figure(points: pd.DataFrame, order: list[str], color, x: str, title: s
         xs, c = _round(g["x"]), color(opt)
         label = esc(opt)
         if int(mine["trial_id"].nunique()) > 1:
-            data.append({"type": "scatter", "mode": "lines", "x": xs, "y": _round(g["lo"]), "line": {"width": 0},
-                         "showlegend": False, "hoverinfo": "skip", "legendgroup": label})
-            data.append({"type": "scatter", "mode": "lines", "x": xs, "y": _round(g["hi"]), "line": {"width": 0},
+            data.append({**hidden, "type": "scatter", "mode": "lines", "x": xs, "y": _round(g["lo"]),
+                         "line": {"width": 0}, "showlegend": False, "hoverinfo": "skip", "legendgroup": label})
+            data.append({**hidden, "type": "scatter", "mode": "lines", "x": xs, "y": _round(g["hi"]),
+                         "line": {"width": 0},
                          "fill": "tonexty", "fillcolor": _rgba(c, 0.18), "showlegend": False, "hoverinfo": "skip",
                          "legendgroup": label})
-        data.append({"type": "scatter", "mode": "lines", "x": xs, "y": _round(g["mean"]), "name": label,
+        data.append({**hidden, "type": "scatter", "mode": "lines", "x": xs, "y": _round(g["mean"]), "name": label,
                      "legendgroup": label, "line": {"color": c, "width": 2},
                      "hovertemplate": "%{y:.4g} at %{x:.4g}<extra>" + label + "</extra>"})
     xtitle = "training steps" if x == "step" else "training time (s)"
-    return {"data": data, "layout": _layout(title, xtitle, ytitle, ylog)}
+    layout = _layout(title, xtitle, ytitle, ylog, legend=SIDE_LEGEND)
+    if yrange is not None:
+        layout["yaxis"]["range"] = yrange
+    return {"data": data, "layout": layout}
 
 
 def geometry_figure(points: pd.DataFrame, order: list[str], color, y: str, ytitle: str) -> dict[str, Any]:

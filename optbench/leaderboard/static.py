@@ -29,11 +29,10 @@ p.lead { font-size:1.05rem; }
 .table-wrap { overflow-x:auto; margin:.5rem 0 1rem; }
 table { border-collapse:collapse; font-size:.88rem; min-width:50%; }
 caption { text-align:left; color:var(--muted); padding:.2rem 0; caption-side:bottom; font-size:.85rem; }
-th, td { padding:.35rem .6rem; border-bottom:1px solid var(--line); text-align:right; vertical-align:top;
-         overflow-wrap:anywhere; }
+th, td { padding:.35rem .6rem; border-bottom:1px solid var(--line); text-align:right; vertical-align:top; }
 th:first-child, td:first-child, td.text, th.text { text-align:left; }
 td { white-space:nowrap; }
-td.text { max-width:40rem; white-space:normal; }
+td.long { max-width:40rem; min-width:16rem; white-space:normal; overflow-wrap:anywhere; }
 thead th { background:var(--soft); position:sticky; top:0; cursor:pointer; user-select:none; white-space:nowrap; }
 thead th[aria-sort=ascending]::after { content:" ▲"; font-size:.7em; }
 thead th[aria-sort=descending]::after { content:" ▼"; font-size:.7em; }
