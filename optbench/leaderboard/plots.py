@@ -144,4 +144,5 @@ def geometry_figure(points: pd.DataFrame, order: list[str], color, y: str, ytitl
                      "name": esc(opt), "text": text, "marker": {"color": color(opt), "size": 9, "opacity": 0.85},
                      "hovertemplate": "%{text}<br>gap %{x:.4g}, " + esc(ytitle) + " %{y:.4g}<extra></extra>"})
     return {"data": data, "layout": _layout(f"{ytitle} vs generalisation gap",
-                                            "generalisation gap (final test loss − final train loss)", ytitle)}
+                                            "generalisation gap (final test loss − final train loss)", ytitle,
+                                            legend=SIDE_LEGEND)}
