@@ -27,7 +27,7 @@ LANCZOS_STEPS = 30
 #: Hutchinson probes on the complement of the Lanczos basis (Hutch++)
 TRACE_PROBES = 8
 #: SLQ probes × Lanczos steps per probe for the entropy gap
-SLQ_PROBES = 6
+SLQ_PROBES = 4
 SLQ_STEPS = 16
 #: eigenvalues stored by hessian-spectrum, and grid points of its smoothed density
 SPECTRUM_TOP_K = 10

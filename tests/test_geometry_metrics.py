@@ -76,7 +76,7 @@ def test_mlp_metrics_against_dense_eigvalsh(mlp_metrics):
     assert v["sharpness.hvps"] <= 30
     assert v["hessian_trace"] == pytest.approx(eig.sum(), rel=0.05)
     g1, g2 = gaps_numpy(eig)
-    # plugin defaults (6 probes × 16 steps, chosen for cost); the 2% check at 8 × 20 is in test_curvature.py
+    # plugin defaults (4 probes × 16 steps, chosen for cost); the 2% check at 8 × 20 is in test_curvature.py
     assert v["entropy_gap"] == pytest.approx(g1, rel=0.05)
     assert v["entropy_gap_alpha2"] == pytest.approx(g2, rel=0.05)
 
