@@ -235,6 +235,11 @@ from optbench.cli_gate import gate_cmd  # noqa: E402 - subcommands register afte
 
 main.add_command(gate_cmd)
 
+from optbench.cli_plugin import check_plugin_cmd, new_plugin_cmd  # noqa: E402
+
+main.add_command(new_plugin_cmd)
+main.add_command(check_plugin_cmd)
+
 from optbench.leaderboard.cli import leaderboard  # noqa: E402
 
 main.add_command(leaderboard)
