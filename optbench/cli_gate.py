@@ -11,7 +11,18 @@ from rich.console import Console
 from rich.table import Table
 
 from optbench.errors import OptbenchError
-from optbench.gate import PASS, REGRESSION, SKIPPED, WARNING, GateReport, Tolerances, fmt_ratio, fmt_value, run_gate
+from optbench.gate import (
+    PASS,
+    REGRESSION,
+    SKIPPED,
+    WARNING,
+    GateReport,
+    Tolerances,
+    fmt_ratio,
+    fmt_value,
+    notes,
+    run_gate,
+)
 from optbench.gate import to_markdown as gate_markdown
 
 _STYLE = {PASS: "green", WARNING: "yellow", REGRESSION: "bold red", SKIPPED: "dim"}
@@ -30,13 +41,12 @@ def render_table(report: GateReport) -> Table:
         table.add_column(col, no_wrap=col in ("task", "optimizer", "verdict"),
                          justify="right" if col in ("baseline", "candidate", "worse by (allowed)") else "left")
     for c in report.cells:
-        notes = "; ".join(ch.detail for ch in c.checks if ch.status in (REGRESSION, WARNING, SKIPPED))
         table.add_row(
             f"{c.task}/{c.preset}", c.optimizer, f"{c.baseline_seeds} → {c.candidate_seeds}",
             c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—",
             fmt_value(c.baseline_mean, c.baseline_std), fmt_value(c.candidate_mean, c.candidate_std),
             "—" if c.worse_by is None else f"{c.worse_by:.3g} ({c.allowed:.3g})",
-            fmt_ratio(c), f"[{_STYLE[c.status]}]{c.status}[/]", notes,
+            fmt_ratio(c), f"[{_STYLE[c.status]}]{c.status}[/]", notes(c),
         )
     return table
 

@@ -170,7 +170,8 @@ def _trials_check(cell: CellVerdict, base: pd.Series, cand: pd.Series) -> Check:
     if n_cand < n_base:
         warnings.append(f"missing trials: candidate ran {n_cand} seeds, baseline {n_base}")
     if int(cand["ok"]) == 0 and not regressions:
-        regressions.append("no candidate trial finished ok")
+        # a cell that never worked in the baseline either is a known failure, not a new one
+        (warnings if int(base["ok"]) == 0 else regressions).append("no candidate trial finished ok")
     if regressions:
         return Check("trials", REGRESSION, "; ".join(regressions + warnings))
     if warnings:
@@ -283,6 +284,12 @@ def fmt_ratio(cell: CellVerdict) -> str:
     return f"{cell.baseline_ratio:.2f} → {cell.candidate_ratio:.2f} ({cell.ratio_growth:+.0%})"
 
 
+def notes(cell: CellVerdict) -> str:
+    """What a reader must see: regressions and warnings; 'skipped' reasons only when nothing else is said."""
+    loud = [c.detail for c in cell.checks if c.status in (REGRESSION, WARNING)]
+    return "; ".join(loud or [c.detail for c in cell.checks if c.status == SKIPPED])
+
+
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -304,12 +311,11 @@ def to_markdown(report: GateReport) -> str:
     for c in report.cells:
         metric = c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—"
         worse = "—" if c.worse_by is None else f"{c.worse_by:.3g} ({c.allowed:.3g})"
-        notes = "; ".join(ch.detail for ch in c.checks if ch.status in (REGRESSION, WARNING, SKIPPED))
         lines.append(
             f"| {_md_escape(c.task)}/{_md_escape(c.preset)} | {_md_escape(c.optimizer)} | "
             f"{c.baseline_seeds} → {c.candidate_seeds} | {metric} | {fmt_value(c.baseline_mean, c.baseline_std)} | "
             f"{fmt_value(c.candidate_mean, c.candidate_std)} | {worse} | {fmt_ratio(c)} | "
-            f"{_ICON[c.status]} {c.status} | {_md_escape(notes)} |"
+            f"{_ICON[c.status]} {c.status} | {_md_escape(notes(c))} |"
         )
     if report.only_baseline:
         lines += ["", f"⚠️ {len(report.only_baseline)} baseline cell(s) not run by the candidate: "
