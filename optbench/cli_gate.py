@@ -32,7 +32,7 @@ def render_table(report: GateReport) -> Table:
     tol = report.tolerances
     table = Table(
         title=f"optbench gate: {report.candidate} vs baseline {report.baseline}",
-        caption=f"quality: worse by more than max({tol.quality_k:g} × seed std, {tol.quality_tol:.0%}) fails; "
+        caption=f"quality: worse by more than max({tol.quality_k:g} × baseline seed std, {tol.quality_tol:.0%}) fails; "
                 f"speed: step-time ratio to adamw (same run) growing more than {tol.speed_tol:.0%} fails",
         title_justify="left",
     )

@@ -34,7 +34,7 @@ SPEED_BASELINE = "adamw"
 
 @dataclass(frozen=True)
 class Tolerances:
-    quality_k: float = 2.0  # how many seed standard deviations a quality drop may be
+    quality_k: float = 2.0  # how many of the baseline's seed standard deviations a quality drop may be
     quality_tol: float = 0.02  # ... or this fraction of the baseline's value, whichever is larger
     speed_tol: float = 0.25  # how much the step-time ratio to adamw may grow (0.25 = 25 %)
 
@@ -186,7 +186,9 @@ def _quality_check(cell: CellVerdict, base: pd.Series, cand: pd.Series, tol: Tol
     b_mean, c_mean = float(base[f"{metric}_mean"]), float(cand[f"{metric}_mean"])
     b_std = _num(base.get(f"{metric}_std")) or 0.0
     c_std = _num(cand.get(f"{metric}_std")) or 0.0
-    spread = math.sqrt((b_std**2 + c_std**2) / 2)  # pooled seed standard deviation
+    # the baseline's seed spread is the noise yardstick (a regression that also adds variance must not widen
+    # its own tolerance); a one-seed baseline has none, so the candidate's stands in
+    spread = b_std if int(base["ok"]) > 1 else c_std
     allowed = max(tol.quality_k * spread, tol.quality_tol * abs(b_mean))
     worse_by = (b_mean - c_mean) if higher else (c_mean - b_mean)
     cell.metric, cell.higher_is_better = metric, higher
@@ -302,7 +304,7 @@ def to_markdown(report: GateReport) -> str:
         "## optbench performance gate", "",
         f"{head}: {len(report.cells)} cell(s) compared, baseline `{_md_escape(report.baseline)}`, "
         f"candidate `{_md_escape(report.candidate)}`.", "",
-        f"Quality may drop by max({tol.quality_k:g} × seed std, {tol.quality_tol:.0%} of the baseline); "
+        f"Quality may drop by max({tol.quality_k:g} × baseline seed std, {tol.quality_tol:.0%} of the baseline); "
         f"the step-time ratio to `{SPEED_BASELINE}` (same run) may grow by {tol.speed_tol:.0%}.", "",
         "| task | optimizer | seeds ok (base → cand) | metric | baseline | candidate | worse by (allowed) "
         f"| step time ×{SPEED_BASELINE} | verdict | notes |",
