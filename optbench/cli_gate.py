@@ -55,7 +55,7 @@ def render_table(report: GateReport) -> Table:
 @click.option("--baseline", required=True, type=click.Path(path_type=Path), help="Results root to compare against.")
 @click.option("--candidate", required=True, type=click.Path(path_type=Path), help="Results root under test.")
 @click.option("--quality-k", default=2.0, show_default=True, type=float,
-              help="A quality drop within this many seed standard deviations passes.")
+              help="A quality drop within this many of the baseline's seed standard deviations passes.")
 @click.option("--quality-tol", default=0.02, show_default=True, type=float,
               help="... or within this fraction of the baseline's value, whichever is larger.")
 @click.option("--speed-tol", default=0.25, show_default=True, type=float,
