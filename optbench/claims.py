@@ -97,6 +97,16 @@ class Claims:
             with contextlib.suppress(OSError):
                 lock.unlink()
 
+    def sweep(self) -> int:
+        """Remove stale claims left by killed drivers (also those of trials that finished after all)."""
+        removed = 0
+        for path in self.dir.glob("*.claim") if self.dir.exists() else []:
+            trial_id = path.name[: -len(".claim")]
+            if trial_id not in self.held and self.is_stale(self.owner(trial_id), path) and self.acquire(trial_id):
+                self.release(trial_id)
+                removed += 1
+        return removed
+
     def release(self, trial_id: str) -> None:
         if trial_id in self.held:
             self.held.discard(trial_id)

@@ -79,6 +79,7 @@ def run_local(
     if done:
         console.print(f"[dim]resuming: {len(done)} of {len(trials)} trials already have results[/dim]")
     claims = Claims(store.root)
+    claims.sweep()
     try:
         with grid_progress(console) as progress:
             grid = progress.add_task(f"grid {count_text(outcome.statuses)}", total=len(todo))

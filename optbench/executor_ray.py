@@ -140,6 +140,7 @@ def run_ray(
         started_here = True
     task_fn = ray.remote(run_in_worker)
     claims = Claims(store.root)
+    claims.sweep()
     by_ref: dict[Any, Trial] = {}
     try:
         _check_fits(ray, registry, todo, gpus_per_trial, cpus_per_trial)

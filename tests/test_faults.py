@@ -149,6 +149,8 @@ def test_claims_exclude_live_holders_and_recover_dead_ones(tmp_path):
     assert other.owner("t2")["pid"] == os.getpid()
     mine.path("t3").write_text(f'{{"pid": 1, "host": "elsewhere", "time": {time.time()}}}')
     assert not other.acquire("t3")  # another host's fresh claim cannot be checked, so it is trusted
+    mine.path("t4").write_text(f'{{"pid": {dead.pid}, "host": "{mine.host}", "time": 0}}')
+    assert mine.sweep() == 1  # a dead driver's claim on a trial nobody will run again is cleared
     mine.release_all()
     other.release_all()
     assert sorted(p.name for p in mine.dir.iterdir()) == ["t3.claim"]
