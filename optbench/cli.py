@@ -194,6 +194,16 @@ def results_cmd(results: Path, as_json: bool) -> None:
     _print_summary(Store(results), lambda df: df, as_json=as_json)
 
 
+def _reached(r) -> str:
+    """Steps to target over the seeds that reached it; the count only when some seeds did not."""
+    from optbench.summary import fmt_mean_std
+
+    if not r["reached"]:
+        return "—"
+    steps = fmt_mean_std(r["steps_to_target_mean"], r["steps_to_target_std"], 3)
+    return steps if r["reached"] == r["ok"] else f"{steps} ({r['reached']}/{r['ok']})"
+
+
 def _print_summary(store, select, as_json: bool = False) -> None:
     from optbench.summary import fmt_mean_std, summarize
 
@@ -208,26 +218,37 @@ def _print_summary(store, select, as_json: bool = False) -> None:
     if summary.empty:
         console.print(f"no results in {store.root}")
         return
-    table = Table(title="optbench results (mean ± std over ok seeds)", title_justify="left")
-    for col, justify in [("task", "left"), ("optimizer", "left"), ("ok/seeds", "right"), ("test loss", "right"),
-                         ("test acc", "right"), ("steps→target", "right"), ("time→target s", "right"),
-                         ("step ms", "right"), ("×adamw", "right"), ("sharpness", "right"), ("entropy gap", "right")]:
-        table.add_column(col, justify=justify, no_wrap=col in ("task", "optimizer"))
+    presets = sorted(set(summary["preset"]))
+    title = f"optbench results, preset {', '.join(presets)} (mean ± std over ok seeds)"
+    columns: dict[str, list[str]] = {"task": [], "optimizer": [], "ok": [], "loss": [], "acc": [],
+                                     "steps→tgt": [], "s→tgt": [], "step ms": [], "×adamw": [],
+                                     "λmax": [], "H gap": []}
     for _, r in summary.iterrows():
-        task = f"{r['task']}/{r['preset']}" + (" [magenta](synthetic)[/magenta]" if r["synthetic"] else "")
-        reached = f"{fmt_mean_std(r['steps_to_target_mean'], r['steps_to_target_std'])} ({r['reached']}/{r['ok']})"
         ratio = r.get("step_time_ratio")
-        table.add_row(
-            task, r["optimizer"], f"{r['ok']}/{r['seeds']}",
-            fmt_mean_std(r["final_test_loss_mean"], r["final_test_loss_std"]),
-            fmt_mean_std(r["final_test_accuracy_mean"], r["final_test_accuracy_std"]),
-            reached if r["reached"] else f"— (0/{r['ok']})",
-            fmt_mean_std(r["time_to_target_s_mean"], r["time_to_target_s_std"], 3),
+        values = [
+            r["task"] + (" †" if r["synthetic"] else "") + ("" if len(presets) == 1 else f" ({r['preset']})"),
+            r["optimizer"], f"{r['ok']}/{r['seeds']}",
+            fmt_mean_std(r["final_test_loss_mean"], r["final_test_loss_std"], 3),
+            fmt_mean_std(r["final_test_accuracy_mean"], r["final_test_accuracy_std"], 3),
+            _reached(r),
+            fmt_mean_std(r["time_to_target_s_mean"], r["time_to_target_s_std"], 2),
             fmt_mean_std(r["step_time_ms_mean"], r["step_time_ms_std"], 3),
             "—" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}",
-            fmt_mean_std(r["sharpness_mean"], r["sharpness_std"]),
-            fmt_mean_std(r["entropy_gap_mean"], r["entropy_gap_std"]),
-        )
+            fmt_mean_std(r["sharpness_mean"], r["sharpness_std"], 3),
+            fmt_mean_std(r["entropy_gap_mean"], r["entropy_gap_std"], 3),
+        ]
+        for col, value in zip(columns, values, strict=True):
+            columns[col].append(value)
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    shown = [c for c, vals in columns.items() if c in ("task", "optimizer") or any(v != "—" for v in vals)]
+    for col in shown:
+        table.add_column(col, justify="left" if col in ("task", "optimizer") else "right", no_wrap=True,
+                         min_width=len(col))
+    for i in range(len(summary)):
+        table.add_row(*(columns[c][i] for c in shown))
+    table.caption = ("loss, acc: final test loss and accuracy · steps→tgt, s→tgt: training steps and seconds to "
+                     "the task's target · ×adamw: step time ÷ adamw's in the same run · λmax: sharpness (top Hessian "
+                     "eigenvalue) · H gap: entropy gap of the Hessian spectrum · † synthetic data")
     console.print(table)
 
 
