@@ -151,6 +151,8 @@ def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device,
                 err_console.print(f"[dim]{name}: suite {suite!r} runs it with {declared} "
                                   "(pass --data-dir for real data)[/dim]")
     trials = plan(registry, list(optimizers), task_names, preset, range(seeds), hp, options, suite_options)
+    if no_metrics and metrics:
+        raise OptbenchError("--no-metrics and --metrics contradict each other.", "Pass one of them.")
     if no_metrics:
         metric_names: list[str] | None = []
     else:

@@ -3,7 +3,8 @@
 Every file is written under a temporary name in its final directory, flushed to disk and renamed, so a
 crash or Ctrl-C leaves either the complete file or nothing. The curves file is written first: a trial
 counts as finished exactly when its `trials/` file exists, which is what resume looks at. Because each
-trial owns its files, any number of workers can share one results root without locks.
+trial owns its files, any number of workers can share one results root; the only coordination is a per-trial
+claim file (optbench/claims.py) so that two drivers never run the same trial twice.
 """
 
 from __future__ import annotations
