@@ -48,6 +48,19 @@ def grid_progress(console: Console) -> Progress:
     return Progress(*columns, console=console, transient=False)
 
 
+def claim_for_run(trial: Trial, claims: Claims, store: Store, force: bool, outcome: GridOutcome) -> bool:
+    """Claim `trial` for this driver; a trial another driver holds or has meanwhile finished is recorded in
+    `outcome` (busy / skipped) and not run. Shared by every executor so they agree on who runs what."""
+    if not claims.acquire(trial.trial_id):
+        outcome.busy.append(trial.trial_id)
+        return False
+    if not force and store.has(trial.trial_id):  # finished by another driver meanwhile
+        claims.release(trial.trial_id)
+        outcome.skipped.append(trial.trial_id)
+        return False
+    return True
+
+
 def write_result(store: Store, registry: Registry, result: TrialResult, notify: bool = True) -> None:
     """Write a trial's files; a full or vanished disk is the user's to fix, said in one sentence."""
     try:
@@ -84,13 +97,7 @@ def run_local(
         with grid_progress(console) as progress:
             grid = progress.add_task(f"grid {count_text(outcome.statuses)}", total=len(todo))
             for trial in todo:
-                if not claims.acquire(trial.trial_id):
-                    outcome.busy.append(trial.trial_id)
-                    progress.advance(grid)
-                    continue
-                if not force and store.has(trial.trial_id):  # finished by another process meanwhile
-                    claims.release(trial.trial_id)
-                    outcome.skipped.append(trial.trial_id)
+                if not claim_for_run(trial, claims, store, force, outcome):
                     progress.advance(grid)
                     continue
                 bar = progress.add_task(f"  {trial.label}", total=None)

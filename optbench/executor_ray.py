@@ -21,7 +21,7 @@ from rich.console import Console
 
 from optbench.claims import Claims
 from optbench.errors import OptbenchError
-from optbench.executor import GridOutcome, count_text, grid_progress, pending, write_result
+from optbench.executor import GridOutcome, claim_for_run, count_text, grid_progress, pending, write_result
 from optbench.registry import Registry, load_registry
 from optbench.runner import RunSettings, TrialResult, base_row, resolve_device, run_trial
 from optbench.store import Store
@@ -147,13 +147,7 @@ def run_ray(
         with grid_progress(console) as progress:
             grid = progress.add_task("grid", total=len(todo))
             for trial in todo:
-                if not claims.acquire(trial.trial_id):
-                    outcome.busy.append(trial.trial_id)
-                    progress.advance(grid)
-                    continue
-                if not force and store.has(trial.trial_id):  # finished by another driver meanwhile
-                    claims.release(trial.trial_id)
-                    outcome.skipped.append(trial.trial_id)
+                if not claim_for_run(trial, claims, store, force, outcome):
                     progress.advance(grid)
                     continue
                 gpus = gpus_per_trial if gpus_per_trial > 0 and wants_gpu(registry, trial) else 0
