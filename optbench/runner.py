@@ -8,7 +8,6 @@ kept out of the training clock, so time-to-target measures training time only.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
@@ -28,7 +27,7 @@ from optbench.environment import environment
 from optbench.errors import OptbenchError
 from optbench.measure import compute_metrics
 from optbench.registry import Registered, Registry
-from optbench.specs import MetricWhen, Needs, TaskInstance
+from optbench.specs import MetricWhen, Needs, OptimizerSpec, TaskInstance
 from optbench.trial import Trial, canonical_json
 
 #: a loss this many times the first one counts as exploding
@@ -62,8 +61,9 @@ class _Blame(Exception):
     """Wraps an exception with the plugin it came from."""
 
     def __init__(self, who: Registered, phase: str, exc: BaseException) -> None:
-        super().__init__(f"{phase}: {who.spec.__class__.__name__[:-4].lower()} plugin {who.plugin!r} "
-                         f"({who.distribution}) raised {type(exc).__name__}: {exc}")
+        kind = "optimizer" if isinstance(who.spec, OptimizerSpec) else "task"
+        super().__init__(f"{phase}: {kind} plugin {who.plugin!r} ({who.distribution}) raised "
+                         f"{type(exc).__name__}: {exc}")
 
 
 def seed_everything(seed: int) -> None:
@@ -316,6 +316,3 @@ def _chosen_metrics(registry: Registry, names: Sequence[str] | None) -> list[Reg
         return [r for r in registry.entries["metric"].values() if r.spec.default]
     return [registry.metric(n) for n in names]
 
-
-def describe(row: dict[str, Any]) -> str:
-    return json.dumps({k: row.get(k) for k in ("task", "optimizer", "seed", "status", "error")})

@@ -178,8 +178,6 @@ class MetricContext:
     extra_points: list[tuple[str, str, float]] = field(default_factory=list)
     #: a shared cache so metrics on the same point can reuse work (e.g. one Lanczos run)
     cache: dict[str, Any] = field(default_factory=dict)
-    #: how many HVPs each metric used, filled by `hvp` wrappers
-    hvp_calls: int = 0
 
     @property
     def model(self) -> torch.nn.Module | None:

@@ -9,7 +9,6 @@ claim file (optbench/claims.py) so that two drivers never run the same trial twi
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterable, Sequence
@@ -187,6 +186,3 @@ def _concat(tables: Iterable[pa.Table], schema: pa.Schema) -> pd.DataFrame:
         return schema.empty_table().to_pandas()
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
-
-def hparams_of(row: dict[str, Any] | pd.Series) -> dict[str, Any]:
-    return json.loads(row["hparams"]) if row.get("hparams") else {}
