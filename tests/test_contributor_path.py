@@ -118,11 +118,11 @@ class _BrokenPlugin:
 
 
 def test_check_plugin_fails_a_broken_optimizer_and_names_unknown_ones(cli, monkeypatch):
-    import optbench.cli
+    import optbench.registry
 
     plugins = [("torch", torch_optim), ("quadratic", quadratic), ("broken", _BrokenPlugin())]
     registry = load_registry(plugins, entry_points=False)
-    monkeypatch.setattr(optbench.cli, "_registry", lambda: registry)
+    monkeypatch.setattr(optbench.registry, "_CACHED", registry)
     result = cli("check-plugin", "nan-sgd")
     assert result.exit_code == 1
     assert "FAIL" in result.output and "check(s) failed" in result.output

@@ -30,9 +30,9 @@ from _leaderboard_data import (
 )
 
 from optbench.leaderboard import build_site, profile
-from optbench.leaderboard.cli import make_server
 from optbench.leaderboard.html import safe_json, slug
 from optbench.leaderboard.pages import optimizer_href, task_href
+from optbench.leaderboard.serve import make_server
 from optbench.store import Store
 
 

@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 from pathlib import Path
 
 import click
-from rich.console import Console
 
+from optbench.cli.context import CliContext, cli_context
 from optbench.errors import OptbenchError
-
-console = Console(stderr=True)
 
 PUBLISHED_RESULTS = Path("leaderboard/results")
 PUBLISHED_SITE = Path("leaderboard/site")
 
 
-def _registry():
-    """The installed plugins, for summaries, papers and defaults; the site still builds without them."""
-    try:
-        from optbench.registry import get_registry
-
-        return get_registry()
-    except Exception as exc:  # noqa: BLE001 - e.g. a name clash between plugins: fall back to the rows
-        console.print(f"[yellow]warning:[/yellow] plugins not loaded ({exc}); optimizer pages use the results' "
-                      "hyperparameters as defaults.", highlight=False)
-        return None
-
-
-def _build(results: Path, out: Path) -> None:
+def _build(cli: CliContext, results: Path, out: Path) -> None:
     from optbench.leaderboard.site import build_site
 
+    console = cli.err_console
     if not results.is_dir():
         raise OptbenchError(f"no results directory at {results}.",
                             "Run `optbench run ... --results DIR` first, or pass --results.")
-    board, pages = build_site(results, out, _registry())
+    board, pages = build_site(results, out, cli.optional_registry())
     for problem in board.read_problems:
         console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
     n_bad = int((board.trials["status"] != "ok").sum()) if not board.empty else 0
@@ -54,7 +39,7 @@ def leaderboard() -> None:
               help="Directory for the site (replaced if it holds a previous build).")
 def build_cmd(results: Path, out: Path) -> None:
     """Render RESULTS (Parquet) into a self-contained static site under OUT."""
-    _build(results, out)
+    _build(cli_context(), results, out)
 
 
 @leaderboard.command("publish")
@@ -65,13 +50,7 @@ def publish_cmd(results: Path, out: Path) -> None:
     if not results.is_dir():
         raise OptbenchError(f"no published results at {results}.",
                             "Run scripts/publish-leaderboard from the repository root to run the grid first.")
-    _build(results, out)
-
-
-def make_server(directory: Path, port: int) -> http.server.ThreadingHTTPServer:
-    """A static file server for DIRECTORY on 127.0.0.1 only (port 0 picks a free one)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    _build(cli_context(), results, out)
 
 
 @leaderboard.command("serve")
@@ -83,6 +62,9 @@ def serve_cmd(directory: Path, port: int) -> None:
     if not (directory / "index.html").is_file():
         raise OptbenchError(f"no leaderboard site at {directory} (index.html missing).",
                             "Build one with `optbench leaderboard build --results DIR --out SITE`, then --dir SITE.")
+    from optbench.leaderboard.serve import make_server
+
+    console = cli_context().err_console
     try:
         server = make_server(directory, port)
     except OSError as exc:

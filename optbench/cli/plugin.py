@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
+
+from optbench.cli.context import cli_context
 
 
 @click.command("new-plugin")
@@ -19,7 +20,7 @@ def new_plugin_cmd(name: str, directory: Path | None) -> None:
     from optbench.scaffold import write_plugin
 
     names, root, written = write_plugin(name, directory)
-    console = Console()
+    console = cli_context().console
     console.print(f"[green]wrote[/green] {names.distribution} in {root}:", highlight=False)
     for path in written:
         console.print(f"  {path.relative_to(root)}", highlight=False)
@@ -33,13 +34,13 @@ def new_plugin_cmd(name: str, directory: Path | None) -> None:
 @click.argument("names", nargs=-1, required=True)
 def check_plugin_cmd(names: tuple[str, ...]) -> None:
     """Run the conformance checks on the installed optimizer(s) NAMES; exit 1 if any check fails."""
-    from optbench.cli import _registry
     from optbench.testing import check_optimizer
 
-    registry = _registry()
+    cli = cli_context()
+    registry = cli.registry
     for name in names:
         registry.optimizer(name)  # an unknown name is a usage error (exit 2, with close matches)
-    console = Console()
+    console = cli.console
     failures = 0
     for name in names:
         entry = registry.optimizer(name)

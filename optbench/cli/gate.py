@@ -5,30 +5,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from optbench.cli.context import cli_context
 from optbench.errors import OptbenchError
-from optbench.gate import (
-    PASS,
-    REGRESSION,
-    SKIPPED,
-    WARNING,
-    GateReport,
-    Tolerances,
-    fmt_ratio,
-    fmt_value,
-    notes,
-    run_gate,
-)
-from optbench.gate import to_markdown as gate_markdown
 
-_STYLE = {PASS: "green", WARNING: "yellow", REGRESSION: "bold red", SKIPPED: "dim"}
+if TYPE_CHECKING:
+    from optbench.gate import GateReport
+
 
 
 def render_table(report: GateReport) -> Table:
+    """The gate's verdicts as a rich table, one row per compared cell."""
+    from optbench.gate import PASS, REGRESSION, SKIPPED, WARNING, fmt_ratio, fmt_value, notes
+
+    style = {PASS: "green", WARNING: "yellow", REGRESSION: "bold red", SKIPPED: "dim"}
     tol = report.tolerances
     table = Table(
         title=f"optbench gate: {report.candidate} vs baseline {report.baseline}",
@@ -46,7 +40,7 @@ def render_table(report: GateReport) -> Table:
             c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—",
             fmt_value(c.baseline_mean, c.baseline_std), fmt_value(c.candidate_mean, c.candidate_std),
             "—" if c.worse_by is None else f"{c.worse_by:.3g} ({c.allowed:.3g})",
-            fmt_ratio(c), f"[{_STYLE[c.status]}]{c.status}[/]", notes(c),
+            fmt_ratio(c), f"[{style[c.status]}]{c.status}[/]", notes(c),
         )
     return table
 
@@ -67,8 +61,12 @@ def render_table(report: GateReport) -> Table:
 def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: float, speed_tol: float,
              as_json: bool, markdown: Path | None, skip_bad: bool) -> None:
     """Compare CANDIDATE results with BASELINE per task × optimizer; exit 1 on a quality or speed regression."""
+    from optbench.gate import Tolerances, run_gate
+    from optbench.gate import to_markdown as gate_markdown
+
+    cli = cli_context()
     report = run_gate(baseline, candidate, Tolerances(quality_k, quality_tol, speed_tol), skip_bad=skip_bad)
-    err = Console(stderr=True)
+    err = cli.err_console
     for problem in report.problems:
         err.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
     if markdown is not None:
@@ -81,7 +79,7 @@ def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: flo
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        out = Console()
+        out = cli.console
         out.print(render_table(report))
         if report.only_baseline:
             out.print(f"[yellow]{len(report.only_baseline)} baseline cell(s) not run by the candidate:[/yellow] "

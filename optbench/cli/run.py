@@ -1,0 +1,105 @@
+"""`optbench run`: plan a grid of trials, run them on the chosen executor, print their summary."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import click
+
+from optbench.cli.context import DEFAULT_RESULTS, cli_context
+from optbench.cli.results import print_summary
+from optbench.errors import OptbenchError
+
+
+@click.command("run")
+@click.option("--optimizer", "-o", "optimizers", multiple=True, required=True, help="Optimizer name (repeatable).")
+@click.option("--task", "-t", "tasks", multiple=True, help="Task name (repeatable); default: the suite.")
+@click.option("--suite", default="default", show_default=True, help="Task suite used when no --task is given.")
+@click.option("--preset", default="smoke", show_default=True, help="Task preset: smoke (CPU) or full (GPU).")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1), help="Seeds 0..N-1 per cell.")
+@click.option("--hp", "hp", multiple=True, help="Hyperparameter KEY=VALUE or OPTIMIZER.KEY=VALUE (repeatable).")
+@click.option("--results", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Re-run trials that already have results.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="OPTBENCH_DATA",
+              help="Where real datasets live (or $OPTBENCH_DATA). Nothing is ever downloaded.")
+@click.option("--synthetic", is_flag=True, help="Use deterministic synthetic data for dataset tasks.")
+@click.option("--amp", type=click.Choice(["bf16"]), default=None, help="bfloat16 autocast in tasks that support it.")
+@click.option("--channels-last", is_flag=True, help="channels-last memory format in tasks that support it.")
+@click.option("--metrics", "metrics", multiple=True, help="Metric names (repeatable); default: the default set.")
+@click.option("--no-metrics", is_flag=True, help="Compute no metric plugins at all.")
+@click.option("--metrics-every", default=0, show_default=True, type=click.IntRange(0),
+              help="Also compute metrics every K evaluations (0: only at the end of each trial).")
+@click.option("--trial-timeout", type=float, default=None, help="Stop a trial after this many seconds.")
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="Run trials in this process, or as Ray tasks (pip install 'optbench[ray]').")
+@click.option("--address", default=None, help="Ray cluster address (e.g. auto); default: start a local Ray.")
+@click.option("--gpus-per-trial", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="GPUs a Ray task asks for when its preset wants a GPU.")
+@click.option("--cpus-per-trial", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="CPUs each Ray task asks for.")
+def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device, data_dir, synthetic, amp,
+            channels_last, metrics, no_metrics, metrics_every, trial_timeout, executor, address, gpus_per_trial,
+            cpus_per_trial) -> None:
+    """Run optimizers on tasks and write one Parquet row per trial under --results."""
+    from optbench.executor import run_local
+    from optbench.planner import plan
+    from optbench.runner import RunSettings
+    from optbench.store import Store
+
+    cli = cli_context()
+    err_console = cli.err_console
+    registry = cli.registry
+    if data_dir is not None and not data_dir.is_dir():
+        raise OptbenchError(f"the data directory {data_dir} does not exist.",
+                            "Pass --data-dir (or $OPTBENCH_DATA) pointing at your datasets, or use --synthetic.")
+    task_names = list(tasks) or registry.suite(suite)
+    options = {"synthetic": True} if synthetic else {}
+    if amp:
+        options["amp"] = amp
+    if channels_last:
+        options["channels_last"] = True
+    suite_options: dict[str, dict] = {}
+    if not tasks and data_dir is None:  # a suite's declared options (e.g. synthetic data) apply without --data-dir
+        for name in task_names:
+            declared = dict(registry.task(name).spec.suite_options.get(suite, {}))
+            if declared:
+                suite_options[name] = declared
+                err_console.print(f"[dim]{name}: suite {suite!r} runs it with {declared} "
+                                  "(pass --data-dir for real data)[/dim]")
+    trials = plan(registry, list(optimizers), task_names, preset, range(seeds), hp, options, suite_options)
+    if no_metrics and metrics:
+        raise OptbenchError("--no-metrics and --metrics contradict each other.", "Pass one of them.")
+    if no_metrics:
+        metric_names: list[str] | None = []
+    else:
+        metric_names = list(metrics) or None
+        for m in metric_names or []:
+            registry.metric(m)
+    settings = RunSettings(device=device, data_dir=data_dir, metrics=metric_names, metrics_every=metrics_every,
+                           trial_timeout_s=trial_timeout, run_id=uuid.uuid4().hex[:12])
+    if device == "cuda" and executor == "local":  # on Ray the workers, not this driver, need the GPU
+        import torch
+
+        if not torch.cuda.is_available():
+            raise OptbenchError("--device cuda was asked for, but torch sees no CUDA device.",
+                                "Use --device cpu or --device auto.")
+    store = Store(results)
+    if executor == "ray":
+        from optbench.executor_ray import run_ray
+
+        outcome = run_ray(trials, store, registry, settings, force=force, console=err_console, address=address,
+                          gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial)
+    else:
+        outcome = run_local(trials, store, registry, settings, force=force, console=err_console)
+    if outcome.busy:
+        err_console.print(f"[yellow]{len(outcome.busy)} trial(s) are being run by another optbench process on "
+                          f"{results}[/yellow]; re-run later to pick up any it leaves unfinished.")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.statuses.items())) or "nothing new"
+    err_console.print(f"ran {len(outcome.ran)} trial(s) ({counts}); {len(outcome.skipped)} already done; "
+                      f"results in {results}")
+    ids = {t.trial_id for t in trials}
+    print_summary(cli, store, lambda df: df[df["trial_id"].isin(ids)])
+
+
