@@ -17,7 +17,7 @@ from optbench.claims import Claims
 from optbench.errors import OptbenchError
 from optbench.registry import Registry
 from optbench.runner import RunSettings, TrialResult, run_trial
-from optbench.store import Store
+from optbench.store import ReadProblem, Store
 from optbench.trial import Trial
 
 
@@ -29,10 +29,20 @@ class GridOutcome:
     statuses: Counter = field(default_factory=Counter)
 
 
-def pending(trials: Sequence[Trial], store: Store, force: bool) -> tuple[list[Trial], list[Trial]]:
+def pending(trials: Sequence[Trial], store: Store, force: bool,
+            console: Console | None = None) -> tuple[list[Trial], list[Trial]]:
+    """Split the grid into trials to run and trials already done. A results file that cannot stand for its
+    trial (unreadable, lacking a required column) is named on `console` and its trial runs again."""
+    if force:
+        return list(trials), []
+    problems: list[ReadProblem] = []
+    done_ids = store.done_ids([t.trial_id for t in trials], problems)
+    if console is not None:
+        for problem in problems:
+            console.print(f"[yellow]will re-run[/yellow] {problem}", highlight=False, soft_wrap=True)
     todo, done = [], []
     for t in trials:
-        (done if not force and store.has(t.trial_id) else todo).append(t)
+        (done if t.trial_id in done_ids else todo).append(t)
     return todo, done
 
 
@@ -87,7 +97,7 @@ def run_local(
     `optbench run` on the same root skips it; Ctrl-C drops the running trial (no file) and its claim."""
     console = console or Console(stderr=True)
     store.prepare()
-    todo, done = pending(trials, store, force)
+    todo, done = pending(trials, store, force, console)
     outcome = GridOutcome(skipped=[t.trial_id for t in done])
     if done:
         console.print(f"[dim]resuming: {len(done)} of {len(trials)} trials already have results[/dim]")

@@ -120,7 +120,7 @@ def run_ray(
     ray = import_ray()
     console = console or Console(stderr=True)
     store.prepare()
-    todo, done = pending(trials, store, force)
+    todo, done = pending(trials, store, force, console)
     outcome = GridOutcome(skipped=[t.trial_id for t in done])
     if done:
         console.print(f"[dim]resuming: {len(done)} of {len(trials)} trials already have results[/dim]")
@@ -152,7 +152,7 @@ def run_ray(
                     continue
                 gpus = gpus_per_trial if gpus_per_trial > 0 and wants_gpu(registry, trial) else 0
                 ref = task_fn.options(num_cpus=cpus_per_trial, num_gpus=gpus, max_retries=0).remote(
-                    trial, settings, str(store.root.resolve()))
+                    trial, settings, store.address)
                 by_ref[ref] = trial
             while by_ref:
                 ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=1.0)
@@ -197,7 +197,7 @@ def _collect(ray: Any, ref: Any, trial: Trial, store: Store, registry: Registry,
         return ray.get(ref)
     except ray.exceptions.RayError as exc:
         if store.has(trial.trial_id):  # the watchdog wrote `timeout` before ending the worker
-            row = pq.read_table(store.trial_path(trial.trial_id)).to_pylist()[0]
+            row = pq.read_table(str(store.trial_path(trial.trial_id)), filesystem=store.loc.fs).to_pylist()[0]
             return {"trial_id": trial.trial_id, "status": row["status"], "error": row.get("error")}
         row = base_row(trial, registry, settings, resolve_device(settings.device))
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

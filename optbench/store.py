@@ -1,25 +1,34 @@
-"""Parquet results: one `trials/` and one `curves/` file per trial, each written whole or not at all.
+"""Parquet results: per-trial files written whole or not at all, read back as one conformed table.
 
-Every file is written under a temporary name in its final directory, flushed to disk and renamed, so a
-crash or Ctrl-C leaves either the complete file or nothing. The curves file is written first: a trial
-counts as finished exactly when its `trials/` file exists, which is what resume looks at. Because each
-trial owns its files, any number of workers can share one results root; the only coordination is a per-trial
-claim file (optbench/claims.py) so that two drivers never run the same trial twice.
+Writing: every trial writes `curves/<trial_id>.parquet` then `trials/<trial_id>.parquet`, each under a
+temporary name and renamed (storefs.py), so a crash or Ctrl-C leaves either the complete file or nothing, and
+a trial counts as finished exactly when a readable trials file with the required columns exists (resume looks
+at that). Each trial owns its files, so any number of workers share one root; the only coordination is a
+per-trial claim file (optbench/claims.py).
+
+Reading: every file is cast to the canonical schema (conform.py), so files written by pandas or another
+pyarrow read like ours, and a file that cannot stand for its trial is named once, skipped and not counted as
+done. `optbench compact` folds finished per-trial files into large segments (`segments/`); a trial may then
+exist in several places for a while, and the newest copy wins: a per-trial file over any segment, a later
+segment over an earlier one.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from optbench import storefs
+from optbench.conform import BadFile, check_types, conform, unify
 from optbench.errors import OptbenchError
 
 SCHEMA_VERSION = 1
@@ -52,9 +61,15 @@ CURVE_SCHEMA = pa.schema(
 )
 
 
+#: a trials row without these cannot be identified or counted, so its file is not a result
+REQUIRED_TRIAL = ("trial_id", "task", "preset", "optimizer", "seed", "status")
+REQUIRED_CURVE = ("trial_id", "step", "name", "value")
+TRIALS, CURVES, SEGMENTS = "trials", "curves", "segments"
+
+
 @dataclass
 class ReadProblem:
-    path: Path
+    path: Path | str
     reason: str
 
     def __str__(self) -> str:
@@ -68,121 +83,283 @@ class Results:
     problems: list[ReadProblem] = field(default_factory=list)
 
 
-def _atomic_write(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _with_meta(schema: pa.Schema, kind: str) -> pa.Schema:
     return schema.with_metadata({SCHEMA_KEY: str(SCHEMA_VERSION).encode(), KIND_KEY: kind.encode()})
 
 
-def trial_table(row: dict[str, Any]) -> pa.Table:
-    unknown = set(row) - set(TRIAL_COLUMNS)
-    if unknown:
-        raise ValueError(f"row has columns outside the schema: {sorted(unknown)}")
-    return pa.Table.from_pylist([{c: row.get(c) for c in TRIAL_COLUMNS}], schema=_with_meta(TRIAL_SCHEMA, "trials"))
+def _value_type(value: Any) -> pa.DataType:
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, str):
+        return pa.string()
+    if value is None or isinstance(value, (int, float)):
+        return pa.float64()  # ColumnSpec's default dtype; an int-valued metric still reads as a number
+    raise ValueError(f"cannot store a {type(value).__name__} in a trials column")
+
+
+def trial_table(row: dict[str, Any], extra: pa.Schema | None = None) -> pa.Table:
+    """One trials row: the canonical columns in order, then any extra (declared metric) columns, typed by
+    `extra` where given and otherwise from their values."""
+    fields = list(TRIAL_SCHEMA)
+    for name in row:
+        if name in TRIAL_SCHEMA.names:
+            continue
+        declared = extra.field(name) if extra is not None and name in extra.names else None
+        fields.append(declared if declared is not None else pa.field(name, _value_type(row[name])))
+    schema = _with_meta(pa.schema(fields), "trials")
+    return pa.Table.from_pylist([{f.name: row.get(f.name) for f in fields}], schema=schema)
 
 
 def curve_table(points: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(points), schema=_with_meta(CURVE_SCHEMA, "curves"))
 
 
-class Store:
-    """A results root on disk."""
+class _Source:
+    """One file holding trial rows: a per-trial file or a segment; `rank` orders copies (higher wins)."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.trials_dir = self.root / "trials"
-        self.curves_dir = self.root / "curves"
+    __slots__ = ("path", "rank", "curves")
+
+    def __init__(self, path: str, rank: int, curves: str | None) -> None:
+        self.path, self.rank, self.curves = path, rank, curves
+
+
+class Store:
+    """A results root: a local directory or a filesystem URI (see storefs.py)."""
+
+    def __init__(self, root: str | Path, filesystem: pafs.FileSystem | None = None) -> None:
+        self.loc = storefs.locate(root, filesystem)
+        self.root: Path | str = self.loc.local if self.loc.local is not None else self.loc.uri
+        self.trials_dir = self._dir(TRIALS)
+        self.curves_dir = self._dir(CURVES)
+        self.segments_dir = self._dir(SEGMENTS)
+        self._dirs_made = False
+        self._segment_index: tuple[tuple[str, ...], frozenset[str]] | None = None
+
+    def _dir(self, name: str) -> Path | str:
+        return self.loc.local / name if self.loc.local is not None else self.loc.join(name)
+
+    @property
+    def address(self) -> str:
+        """The root as another process (a Ray worker) can open it: an absolute path or the URI."""
+        return self.loc.path if self.loc.local is not None else self.loc.uri
+
+    @property
+    def is_local(self) -> bool:
+        return self.loc.local is not None
+
+    def exists(self) -> bool:
+        return self.loc.fs.get_file_info(self.loc.path).type == pafs.FileType.Directory
 
     def prepare(self) -> None:
         """Create the layout and prove it is writable, before any trial runs."""
         try:
-            self.trials_dir.mkdir(parents=True, exist_ok=True)
-            self.curves_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-probe-{uuid.uuid4().hex}"
-            with open(probe, "wb") as fh:
-                fh.write(b"x" * 65536)
-                fh.flush()
-                os.fsync(fh.fileno())
-            probe.unlink()
+            storefs.makedirs(self.loc, TRIALS, CURVES)
+            storefs.write_bytes_atomic(self.loc, ".write-probe", b"x" * 65536)
+            storefs.delete(self.loc, self.loc.join(".write-probe"))
+            self._dirs_made = True
         except OSError as exc:
             raise OptbenchError(
-                f"cannot write results under {self.root}: {exc.strerror or exc}.",
+                f"cannot write results under {self.root}: {getattr(exc, 'strerror', None) or exc}.",
                 "Choose a writable directory with --results, or free some disk space.",
             ) from None
 
-    def trial_path(self, trial_id: str) -> Path:
-        return self.trials_dir / f"{trial_id}.parquet"
+    def trial_path(self, trial_id: str) -> Path | str:
+        name = f"{trial_id}.parquet"
+        return self.trials_dir / name if self.loc.local is not None else self.loc.join(TRIALS, name)
 
-    def has(self, trial_id: str) -> bool:
-        """A trial is done when its trials file exists and has a readable footer."""
-        path = self.trial_path(trial_id)
-        if not path.exists():
-            return False
-        try:
-            pq.read_metadata(path)
-            return True
-        except Exception:  # noqa: BLE001 - an unreadable file means: not done
-            return False
-
-    def write(self, row: dict[str, Any], curves: Sequence[dict[str, Any]]) -> None:
-        self.prepare()
+    def write(self, row: dict[str, Any], curves: Sequence[dict[str, Any]], extra: pa.Schema | None = None) -> None:
+        if not self._dirs_made:
+            storefs.makedirs(self.loc, TRIALS, CURVES)
+            self._dirs_made = True
         trial_id = row["trial_id"]
-        _atomic_write(curve_table(curves), self.curves_dir / f"{trial_id}.parquet")
-        _atomic_write(trial_table(row), self.trial_path(trial_id))
+        storefs.write_table_atomic(self.loc, f"{CURVES}/{trial_id}.parquet", curve_table(curves))
+        storefs.write_table_atomic(self.loc, f"{TRIALS}/{trial_id}.parquet", trial_table(row, extra))
+
+    # --- which trials are done ----------------------------------------------------------------------
+    def _check_header(self, path: str, kind: str) -> pa.Schema:
+        """The file's schema if it can be a `kind` file; BadFile otherwise; a newer schema stops the command."""
+        try:
+            schema = pq.read_schema(path, filesystem=self.loc.fs)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything unreadable is a bad file, named by the caller
+            raise BadFile(f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
+        meta = schema.metadata or {}
+        declared = meta.get(KIND_KEY)
+        if declared is not None and declared != kind.encode():
+            raise BadFile(f"not an optbench {kind} file (it says {declared.decode(errors='replace')!r})")
+        try:
+            version = int(meta.get(SCHEMA_KEY, b"0"))
+        except ValueError:
+            version = 0
+        if version > SCHEMA_VERSION:
+            raise OptbenchError(
+                f"{path} was written by a newer optbench (schema {version}; this one reads {SCHEMA_VERSION}).",
+                "Upgrade optbench to read these results.",
+            )
+        required = REQUIRED_TRIAL if kind == TRIALS else REQUIRED_CURVE
+        missing = [c for c in required if c not in schema.names]
+        if missing:
+            raise BadFile(f"not an optbench {kind} file: lacks required column{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(missing)}")
+        check_types(schema, TRIAL_SCHEMA if kind == TRIALS else CURVE_SCHEMA)
+        return schema
+
+    def _segment_ids(self) -> frozenset[str]:
+        """Trial ids held by segments (one column read per segment, cached while the segments stay the same)."""
+        names = tuple(i.path for i in self._segments())
+        if self._segment_index is None or self._segment_index[0] != names:
+            ids: set[str] = set()
+            for path in names:
+                try:
+                    ids.update(pq.read_table(path, columns=["trial_id"], filesystem=self.loc.fs)
+                               .column("trial_id").to_pylist())
+                except FileNotFoundError:
+                    continue  # merged away by a concurrent `optbench compact`: its rows live in a newer segment
+            self._segment_index = (names, frozenset(ids))
+        return self._segment_index[1]
+
+    def _segments(self) -> list[pafs.FileInfo]:
+        return [i for i in storefs.list_files(self.loc, SEGMENTS) if i.base_name.startswith("trials-")]
+
+    def has(self, trial_id: str, problems: list[ReadProblem] | None = None) -> bool:
+        """Done: a readable per-trial file with the required columns, or a row in a segment. A bad
+        per-trial file is added to `problems` and does not count."""
+        path = str(self.trial_path(trial_id))
+        try:
+            self._check_header(path, TRIALS)
+            return True
+        except FileNotFoundError:
+            pass
+        except BadFile as exc:
+            if problems is not None:
+                problems.append(ReadProblem(self._shown(path), str(exc)))
+        return trial_id in self._segment_ids()
+
+    def done_ids(self, among: Sequence[str] | None = None, problems: list[ReadProblem] | None = None) -> set[str]:
+        """The finished trials' ids (only those `among`, if given), for resume. A bad per-trial file is not
+        done; each is added to `problems` so the caller can say that its trial will run again."""
+        loose = storefs.list_files(self.loc, TRIALS)
+        if among is not None and len(among) * 8 < len(loose):  # a small grid in a big store: ask per trial
+            return {t for t in among if self.has(t, problems)}
+        wanted = None if among is None else set(among)
+        done = set(self._segment_ids())
+        for info in loose:
+            trial_id = info.base_name[: -len(".parquet")]
+            if wanted is not None and trial_id not in wanted:
+                continue
+            try:
+                self._check_header(info.path, TRIALS)
+            except FileNotFoundError:
+                continue
+            except BadFile as exc:
+                if problems is not None:
+                    problems.append(ReadProblem(self._shown(info.path), str(exc)))
+                continue
+            done.add(trial_id)
+        return done if among is None else done.intersection(among)
+
+    def _shown(self, path: str) -> Path | str:
+        return Path(path) if self.is_local else path
 
     # --- reading ------------------------------------------------------------------------------------
-    def _read(self, folder: Path, kind: str, on_bad: str, problems: list[ReadProblem]) -> list[pa.Table]:
-        tables = []
-        for path in sorted(folder.glob("*.parquet")):
-            try:
-                table = pq.read_table(path)
-                meta = table.schema.metadata or {}
-                if meta.get(KIND_KEY) != kind.encode():
-                    raise ValueError(f"not an optbench {kind} file")
-                version = int(meta.get(SCHEMA_KEY, b"0"))
-                if version > SCHEMA_VERSION:
-                    raise OptbenchError(
-                        f"{path} was written by a newer optbench (schema {version}; this one reads "
-                        f"{SCHEMA_VERSION}).",
-                        "Upgrade optbench to read these results.",
-                    )
-                tables.append(table)
-            except OptbenchError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - name the file, then skip or stop as asked
-                problem = ReadProblem(path, f"unreadable or foreign Parquet file ({str(exc).splitlines()[0]})")
-                if on_bad == "raise":
-                    raise OptbenchError(f"{problem}.", "Delete or move the file, or pass --skip-bad.") from None
-                problems.append(problem)
-        return tables
+    def _sources(self) -> list[_Source]:
+        """Every file holding trial rows, lowest precedence first."""
+        out = []
+        for rank, info in enumerate(self._segments()):
+            out.append(_Source(info.path, rank, self.loc.join(SEGMENTS, "curves-" + info.base_name[len("trials-"):])))
+        base = len(out)
+        for info in storefs.list_files(self.loc, TRIALS):
+            out.append(_Source(info.path, base, self.loc.join(CURVES, info.base_name)))
+        return out
 
-    def read(self, with_curves: bool = False, on_bad: str = "skip") -> Results:
-        """All trials (and curves) under the root; bad files are named in `problems` or raise."""
-        if not self.root.exists():
+    def _read_one(self, path: str, kind: str, columns: Sequence[str] | None) -> pa.Table:
+        file_schema = self._check_header(path, kind)
+        schema = TRIAL_SCHEMA if kind == TRIALS else CURVE_SCHEMA
+        required = REQUIRED_TRIAL if kind == TRIALS else REQUIRED_CURVE
+        if columns is not None:
+            wanted = [c for c in columns if c in file_schema.names]
+            schema = pa.schema([f for f in schema if f.name in columns])
+            required = [c for c in required if c in columns]
+        else:
+            wanted = None
+        try:
+            table = pq.read_table(path, columns=wanted, filesystem=self.loc.fs, use_threads=False)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a torn or corrupt body
+            raise BadFile(f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
+        return conform(table, schema, required)
+
+    def _read_many(self, paths: list[str], kind: str, columns: Sequence[str] | None, on_bad: str,
+                   problems: list[ReadProblem]) -> list[pa.Table | None]:
+        """Read files in parallel (pyarrow releases the GIL); None where a file is bad or gone."""
+
+        def one(path: str) -> pa.Table | BadFile | None:
+            try:
+                return self._read_one(path, kind, columns)
+            except FileNotFoundError:
+                return None  # compacted meanwhile
+            except BadFile as exc:
+                return exc
+
+        if len(paths) > 64:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                results = list(pool.map(one, paths, chunksize=64))
+        else:
+            results = [one(p) for p in paths]
+        out: list[pa.Table | None] = []
+        for path, result in zip(paths, results, strict=True):
+            if isinstance(result, BadFile):
+                problem = ReadProblem(self._shown(path), str(result))
+                if on_bad == "raise":
+                    raise OptbenchError(f"{problem}.", "Delete or move the file, or pass --skip-bad.")
+                problems.append(problem)
+                result = None
+            out.append(result)
+        return out
+
+    def scan(self, columns: Sequence[str] | None = None, with_curves: bool = False, on_bad: str = "skip",
+             ) -> tuple[pa.Table, pa.Table | None, list[ReadProblem]]:
+        """Every trial's newest row as one Arrow table (and its curves), plus the files that were skipped."""
+        if not self.exists():
             raise OptbenchError(f"no results directory at {self.root}.", "Run `optbench run` first or pass --results.")
+        if columns is not None:
+            columns = list(dict.fromkeys(["trial_id", *columns]))
         problems: list[ReadProblem] = []
-        tables = self._read(self.trials_dir, "trials", on_bad, problems)
-        trials = _concat(tables, TRIAL_SCHEMA)
+        sources = self._sources()
+        tables = self._read_many([s.path for s in sources], TRIALS, columns, on_bad, problems)
+        kept = [(s, t) for s, t in zip(sources, tables, strict=True) if t is not None]
+        schema = TRIAL_SCHEMA if columns is None else pa.schema([f for f in TRIAL_SCHEMA if f.name in columns])
+        trials = unify([t for _, t in kept], schema)
+        owner = pa.array([i for i, (_, t) in enumerate(kept) for _ in range(t.num_rows)], pa.int64())
+        ids = pd.Series(trials.column("trial_id").to_numpy(zero_copy_only=False))
+        winners = ~ids.duplicated(keep="last").to_numpy()
+        if not winners.all():
+            trials, owner = trials.filter(pa.array(winners)), owner.filter(pa.array(winners))
         curves = None
         if with_curves:
-            curves = _concat(self._read(self.curves_dir, "curves", on_bad, problems), CURVE_SCHEMA)
-        return Results(trials, curves, problems)
+            curves = self._curves(kept, trials, owner, on_bad, problems)
+        return trials, curves, problems
 
+    def _curves(self, kept: list[tuple[_Source, pa.Table]], trials: pa.Table, owner: pa.Array, on_bad: str,
+                problems: list[ReadProblem]) -> pa.Table:
+        """The curves of each winning row, from the file or segment that row came from."""
+        owners = owner.to_numpy()
+        used = sorted(set(owners.tolist()))
+        tables = self._read_many([kept[i][0].curves for i in used], CURVES, None, on_bad, problems)
+        out = []
+        ids = trials.column("trial_id")
+        for i, table in zip(used, tables, strict=True):
+            if table is None:
+                continue
+            if (owners == i).sum() != kept[i][1].num_rows:  # some of this source's rows were superseded
+                won = pc.filter(ids, pa.array(owners == i))
+                table = table.filter(pc.is_in(table.column("trial_id"), value_set=won.combine_chunks()))
+            out.append(table)
+        return unify(out, CURVE_SCHEMA)
 
-def _concat(tables: Iterable[pa.Table], schema: pa.Schema) -> pd.DataFrame:
-    tables = [t.select([c for c in schema.names if c in t.column_names]) for t in tables]
-    if not tables:
-        return schema.empty_table().to_pandas()
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
-
+    def read(self, with_curves: bool = False, on_bad: str = "skip", columns: Sequence[str] | None = None) -> Results:
+        """All trials (and curves) under the root as DataFrames; bad files are named in `problems` or raise."""
+        trials, curves, problems = self.scan(columns, with_curves, on_bad)
+        return Results(trials.to_pandas(), None if curves is None else curves.to_pandas(), problems)

@@ -94,7 +94,7 @@ def test_gate_refuses_bad_files_unless_skip_bad(results_with_bad_files):
     if "gate" not in main.commands:
         pytest.skip("the gate command is not registered in this checkout")
     root = str(results_with_bad_files)
-    one_error(invoke("gate", "--baseline", root, "--candidate", root), "foreign.parquet", "foreign Parquet file")
+    one_error(invoke("gate", "--baseline", root, "--candidate", root), "foreign.parquet", "lacks required columns")
     assert invoke("gate", "--baseline", root, "--candidate", root, "--skip-bad").exit_code != 2
 
 
