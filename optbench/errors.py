@@ -46,3 +46,13 @@ def close_matches(name: str, known: Iterable[str], n: int = 3) -> list[str]:
         if k not in out:
             out.append(k)
     return out[:n]
+
+
+class NotApplicable(Exception):  # noqa: N818 - named for what it means, like Benchopt's skip()
+    """Raised by a task's or optimizer's build (or the runner) when the pair cannot run by design, e.g. an
+    optimizer that needs a model on a task that has none. The trial ends as `skipped` with this reason: not a
+    failure, not counted by the gate, shown as "n/a"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -219,6 +219,8 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, tol: Tolerances | N
             baseline_name: str = "baseline", candidate_name: str = "candidate") -> GateReport:
     """Compare two trials tables (as Store.read gives them). Raises OptbenchError when no cell overlaps."""
     tol = tol or Tolerances()
+    # a skipped (not applicable) trial is neither a pass nor a failure: the gate does not see it
+    baseline, candidate = (t[t["status"] != "skipped"] if "status" in t else t for t in (baseline, candidate))
     base_sum, cand_sum = summarize(baseline), summarize(candidate)
     if base_sum.empty:
         raise OptbenchError(f"the baseline {baseline_name} has no trials.", "Point --baseline at a results root.")

@@ -24,7 +24,7 @@ import optbench
 from optbench.closure import StepClosure
 from optbench.deadline import hard_deadline
 from optbench.environment import environment
-from optbench.errors import OptbenchError
+from optbench.errors import NotApplicable, OptbenchError
 from optbench.measure import compute_metrics
 from optbench.registry import Registered, Registry
 from optbench.specs import MetricWhen, Needs, OptimizerSpec, TaskInstance
@@ -140,6 +140,8 @@ def run_trial(
         limit = settings.trial_timeout_s
         with hard_deadline(limit, lambda: TrialTimeout(f"trial exceeded --trial-timeout {limit:g} s")):
             _train(trial, registry, settings, device, row, curves, on_step, started)
+    except NotApplicable as exc:
+        row.update(status="skipped", error=f"not applicable: {exc.reason}")
     except _Blame as exc:
         row.update(status="failed", error=str(exc))
     except TrialTimeout as exc:
@@ -174,8 +176,8 @@ def _train(
         task: TaskInstance = task_reg.spec.build(
             trial.preset, trial.seed, device, settings.data_dir, **trial.options
         )
-    except OptbenchError:
-        raise  # the user's setup (a missing data dir), not this trial's fault: one sentence from the CLI
+    except (OptbenchError, NotApplicable):
+        raise  # the user's setup (a missing data dir), not this trial's fault; or a pair that cannot run
     except Exception as exc:
         raise _Blame(task_reg, "building the task", exc) from exc
     row["dataset"] = task.dataset
@@ -189,8 +191,10 @@ def _train(
     try:
         extra = {"model": task.model} if spec.wants_model else {}
         if spec.wants_model and task.model is None:
-            raise ValueError(f"optimizer {spec.name!r} needs a model, and task {trial.task!r} has none")
+            raise NotApplicable(f"optimizer {spec.name!r} needs a model, and task {trial.task!r} has none")
         optimizer = spec.build(params, **trial.hparams, **extra)
+    except NotApplicable:
+        raise
     except Exception as exc:
         raise _Blame(opt_reg, "building the optimizer", exc) from exc
 
@@ -224,7 +228,7 @@ def _train(
         finally:
             task.train()
         for name, value in quality.items():
-            point("test", name, value)
+            point("val" if name.startswith("val_") else "test", name, value)
         evals_done += 1
         every = settings.metrics_every
         if final or (every and evals_done % every == 0):
@@ -307,6 +311,8 @@ def _train(
     if row["status"] == "ok":
         row["final_test_loss"] = quality.get("test_loss")
         row["final_test_accuracy"] = quality.get("test_accuracy")
+        row["final_val_loss"] = quality.get("val_loss")
+        row["final_val_accuracy"] = quality.get("val_accuracy")
     else:  # a diverged trial keeps no final quality: there is none to report
         row["final_train_loss"] = None
 

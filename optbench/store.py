@@ -48,6 +48,7 @@ TRIAL_SCHEMA = pa.schema(
         ("forward_passes", _F), ("backward_passes", _F),
         ("time_to_target_s", _F), ("steps_to_target", _I), ("target_name", _S), ("target_value", _F),
         ("final_train_loss", _F), ("final_test_loss", _F), ("final_test_accuracy", _F),
+        ("final_val_loss", _F), ("final_val_accuracy", _F),
         ("sharpness", _F), ("hessian_trace", _F), ("entropy_gap", _F), ("entropy_gap_alpha2", _F),
         ("metrics", _S), ("metric_errors", _S), ("hvp_calls", _I),
         ("peak_memory_mb", _F), ("optimizer_state_mb", _F), ("device", _S), ("torch_version", _S),

@@ -13,7 +13,8 @@ import pandas as pd
 GROUP = ["task", "preset", "optimizer"]
 #: columns summarised as mean and standard deviation over the seeds whose status is ok
 MEAN_COLUMNS = [
-    "final_train_loss", "final_test_loss", "final_test_accuracy", "time_to_target_s", "steps_to_target",
+    "final_train_loss", "final_test_loss", "final_test_accuracy", "final_val_loss", "final_val_accuracy",
+    "time_to_target_s", "steps_to_target",
     "step_time_ms", "optimizer_step_ms", "sharpness", "hessian_trace", "entropy_gap", "entropy_gap_alpha2",
     "optimizer_state_mb", "wall_time_s",
 ]
@@ -30,7 +31,8 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
     for key, grp in trials.groupby(GROUP, sort=True):
         ok = grp[grp["ok"]]
         out: dict[str, Any] = dict(zip(GROUP, key, strict=True))
-        out["seeds"] = len(grp)
+        out["skipped"] = int((grp["status"] == "skipped").sum())  # not applicable: not a seed that ran
+        out["seeds"] = len(grp) - out["skipped"]
         out["ok"] = int(grp["ok"].sum())
         for status in ("diverged", "failed", "timeout"):
             out[status] = int((grp["status"] == status).sum())
@@ -42,6 +44,7 @@ def summarize(trials: pd.DataFrame) -> pd.DataFrame:
             out[f"{col}_mean"] = float(vals.mean()) if len(vals) else math.nan
             out[f"{col}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else math.nan)
         out["errors"] = "; ".join(sorted(set(grp.loc[~grp["ok"], "error"].dropna().astype(str))))[:500]
+        out["applicable"] = out["seeds"] > 0
         rows.append(out)
     table = pd.DataFrame(rows)
     return add_step_time_ratio(trials, table)

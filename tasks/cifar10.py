@@ -44,6 +44,10 @@ class ImageSet:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int = NUM_CLASSES
+    #: a validation set, when the source has one of its own (the synthetic set); real CIFAR-10 carves it out of
+    #: the training files (vision.py)
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
 
 def _fail(problem: str, looked_in: Path) -> OptbenchError:
@@ -143,11 +147,12 @@ def load_cifar10(data_dir: Path | str | None) -> ImageSet:
     return ImageSet(f"cifar10-{kind}", train_x, train_y, test_x, test_y)
 
 
-def synthetic_cifar10(n_train: int, n_test: int, seed: int = 20250301) -> ImageSet:
+def synthetic_cifar10(n_train: int, n_test: int, seed: int = 20250301, n_val: int = 0) -> ImageSet:
     """A deterministic, learnable CIFAR-shaped set: one smooth random colour pattern per class, shifted by a few
     pixels and buried in pixel noise, so a network has to learn translation-robust class features.
 
-    The same (n_train, n_test, seed) gives the same bytes on every machine (CPU generator, fixed order).
+    The same (n_train, n_test, seed) gives the same bytes on every machine (CPU generator, fixed order); the
+    `n_val` validation images are drawn after the test images, so asking for them changes neither of the others.
     """
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.rand(NUM_CLASSES, 3, 4, 4, generator=gen)
@@ -171,4 +176,5 @@ def synthetic_cifar10(n_train: int, n_test: int, seed: int = 20250301) -> ImageS
 
     train_x, train_y = make(n_train)
     test_x, test_y = make(n_test)
-    return ImageSet("synthetic-cifar10", train_x, train_y, test_x, test_y)
+    val_x, val_y = make(n_val) if n_val else (None, None)
+    return ImageSet("synthetic-cifar10", train_x, train_y, test_x, test_y, val_x=val_x, val_y=val_y)

@@ -88,19 +88,23 @@ class ClassifierTask(TaskInstance):
         return F.cross_entropy(logits, sampled)
 
     def evaluate(self) -> dict[str, float]:
+        """`val_loss`/`val_accuracy` (what targets and tuning look at) and `test_loss`/`test_accuracy` (reported)."""
         was_training = self.model.training
         self.model.eval()
-        total, correct, count = 0.0, 0, 0
+        out: dict[str, float] = {}
         try:
             with torch.no_grad():
-                for x, y in self.data.test_batches():
-                    logits = self.model(x).float()
-                    total += float(F.cross_entropy(logits, y, reduction="sum"))
-                    correct += int((logits.argmax(1) == y).sum())
-                    count += len(y)
+                for split in self.data.splits:
+                    total, correct, count = 0.0, 0, 0
+                    for x, y in self.data.held_out_batches(split):
+                        logits = self.model(x).float()
+                        total += float(F.cross_entropy(logits, y, reduction="sum"))
+                        correct += int((logits.argmax(1) == y).sum())
+                        count += len(y)
+                    out[f"{split}_loss"], out[f"{split}_accuracy"] = total / count, correct / count
         finally:
             self.model.train(was_training)
-        return {"test_loss": total / count, "test_accuracy": correct / count}
+        return out
 
     def curvature_loss(self) -> torch.Tensor:
         """Mean cross-entropy on the fixed curvature batch in eval mode (batch-norm running statistics), float32.

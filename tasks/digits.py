@@ -4,8 +4,10 @@ Why this dataset: it ships inside the scikit-learn wheel (`sklearn.datasets.load
 of the digits 0-9 from the UCI "Optical Recognition of Handwritten Digits" set), so the default suite trains on
 real data with no download and no --data-dir. Rows say `dataset = "sklearn-digits"`.
 
-The split is fixed (stratified, 360 test images, random_state 0) so every trial of every optimizer sees the
-same test set; seeds vary only the initial weights and the batch order. Pixels (0..16) are stored as uint8
+The split is fixed so every trial of every optimizer sees the same held-out sets: 360 test images (stratified,
+random_state 0), then 360 validation images taken from the rest the same way, leaving 1,077 for training. Seeds
+vary only the initial weights and the batch order. Targets and tuning use the validation set; the test set is
+only reported. Pixels (0..16) are stored as uint8
 scaled to 0..255 and go through the same on-device data path as CIFAR, without augmentation (a flipped or
 shifted digit is a different digit more often than for natural images).
 """
@@ -27,6 +29,7 @@ from .image_batches import DeviceImages
 
 SPLIT_SEED = 0
 TEST_SIZE = 360
+VAL_SIZE = 360
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,9 @@ CONFIGS = {
 
 
 @functools.lru_cache(maxsize=1)
-def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train_x, train_y, test_x, test_y): uint8 images (N, 1, 8, 8) and int64 labels, a fixed stratified split."""
+def digits_split() -> tuple[torch.Tensor, ...]:
+    """(train_x, train_y, val_x, val_y, test_x, test_y): uint8 images (N, 1, 8, 8) and int64 labels, fixed
+    stratified splits."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -54,7 +58,8 @@ def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
     labels = digits.target.astype(np.int64)
     tr_x, te_x, tr_y, te_y = train_test_split(images, labels, test_size=TEST_SIZE, stratify=labels,
                                               random_state=SPLIT_SEED)
-    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (tr_x, tr_y, te_x, te_y))  # type: ignore[return-value]
+    tr_x, va_x, tr_y, va_y = train_test_split(tr_x, tr_y, test_size=VAL_SIZE, stratify=tr_y, random_state=SPLIT_SEED)
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (tr_x, tr_y, va_x, va_y, te_x, te_y))
 
 
 def digits_cnn(num_classes: int = 10) -> nn.Module:
@@ -72,14 +77,14 @@ def digits_cnn(num_classes: int = 10) -> nn.Module:
 def build(preset: str, seed: int, device: torch.device | str, data_dir: Any = None, *, amp: str | None = None,
           **options: Any) -> ClassifierTask:
     cfg = CONFIGS[preset]
-    train_x, train_y, test_x, test_y = digits_split()
+    train_x, train_y, val_x, val_y, test_x, test_y = digits_split()
     data = DeviceImages(train_x, train_y, test_x, test_y, torch.device(device), batch_size=cfg.batch_size,
-                        seed=seed, augment=False, curvature_size=128)
+                        seed=seed, augment=False, curvature_size=128, val_x=val_x, val_y=val_y)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = digits_cnn()
     return ClassifierTask(model, data, dataset="sklearn-digits", budget=cfg.budget, eval_every=cfg.eval_every,
-                          target=Target("test_accuracy", cfg.target_accuracy, "max"), seed=seed, amp=amp)
+                          target=Target("val_accuracy", cfg.target_accuracy, "max"), seed=seed, amp=amp)
 
 
 @hookimpl

@@ -33,8 +33,9 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, tor
 
 
 class DeviceImages:
-    """Training batches (shuffled each epoch, optionally random-crop + horizontal-flip augmented), the test set
-    in chunks, and a fixed curvature batch, all normalised with the training set's per-channel mean and std."""
+    """Training batches (shuffled each epoch, optionally random-crop + horizontal-flip augmented), the validation
+    and test sets in chunks, and a fixed curvature batch, all normalised with the training set's per-channel mean
+    and std. The validation set is what tuning selects on and targets are measured on; the test set is reported."""
 
     def __init__(
         self,
@@ -50,6 +51,8 @@ class DeviceImages:
         channels_last: bool = False,
         eval_batch_size: int = 1000,
         curvature_size: int = 128,
+        val_x: torch.Tensor | None = None,
+        val_y: torch.Tensor | None = None,
     ) -> None:
         if train_x.dtype != torch.uint8 or test_x.dtype != torch.uint8:
             raise TypeError("DeviceImages holds uint8 images")
@@ -60,6 +63,8 @@ class DeviceImages:
         self.train_y = train_y.to(self.device, torch.int64)
         self.test_x = test_x.to(self.device).contiguous()
         self.test_y = test_y.to(self.device, torch.int64)
+        self.val_x = val_x.to(self.device).contiguous() if val_x is not None else None
+        self.val_y = val_y.to(self.device, torch.int64) if val_y is not None else None
         self.batch_size = batch_size
         self.augment = augment
         self.pad = pad
@@ -109,7 +114,19 @@ class DeviceImages:
                     x = self.crop_flip(x)
                 yield self.normalise(x), self.train_y[idx]
 
-    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self.test_y), self.eval_batch_size):
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The held-out splits this data has: ("val", "test"), or ("test",) when no validation set was given."""
+        return ("val", "test") if self.val_y is not None else ("test",)
+
+    def held_out_batches(self, split: str = "test") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The validation or test set in chunks of `eval_batch_size`, normalised like training batches."""
+        x, y = (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)
+        if x is None or y is None:
+            raise ValueError(f"this data has no {split!r} split")
+        for start in range(0, len(y), self.eval_batch_size):
             end = start + self.eval_batch_size
-            yield self.normalise(self.test_x[start:end]), self.test_y[start:end]
+            yield self.normalise(x[start:end]), y[start:end]
+
+    def test_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.held_out_batches("test")

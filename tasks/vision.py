@@ -13,6 +13,10 @@ adapted to 32x32 images.
 - vit-tiny-cifar10 / smoke: the same builder with embed dim 64, depth 2, 2 heads, MLP ratio 2, batch 32,
   40 steps on the same small split.
 
+Splits: the last tenth (5,000 images) of the official training files are the validation set (targets and tuning look
+at it); the official test batch is only reported. Full trains on the first 45,000; smoke on the first 2,048,
+validates on the first 256 of the held-out 5,000 and tests on the first 256 test images.
+
 Data: the official CIFAR-10 from --data-dir (see cifar10.py), or, with `synthetic=True`, a deterministic
 synthetic CIFAR-shaped set labelled "synthetic-cifar10". The default suite runs the smoke presets on the
 synthetic set (declared in `suite_options`), because the real data cannot ship with optbench. Smoke on real
@@ -51,7 +55,7 @@ class VisionConfig:
     eval_every: int
     batch_size: int
     n_train: int | None  # None: the whole training set
-    n_test: int | None
+    n_test: int | None  # also the validation set's size (None: all 5,000 held-out training images)
     target_accuracy: float
     curvature_size: int  # images in the fixed batch the geometry metrics take HVPs on
 
@@ -70,6 +74,8 @@ CONFIGS = {
     },
 }
 SYNTHETIC_FULL = (50_000, 10_000)
+#: the fraction at the end of the official training files held out as the validation set (5,000 of 50,000)
+VAL_FRACTION = 10
 
 
 def resnet_cifar(preset: str, num_classes: int = 10) -> nn.Module:
@@ -105,8 +111,8 @@ def vit_tiny_cifar(preset: str, num_classes: int = 10, fused_attn: bool = False)
 
 
 @functools.lru_cache(maxsize=2)
-def _synthetic(n_train: int, n_test: int) -> ImageSet:
-    return synthetic_cifar10(n_train, n_test)
+def _synthetic(n_train: int, n_test: int, n_val: int) -> ImageSet:
+    return synthetic_cifar10(n_train, n_test, n_val=n_val)
 
 
 @functools.lru_cache(maxsize=2)
@@ -115,14 +121,22 @@ def _real(data_dir: str) -> ImageSet:
 
 
 def cifar_data(cfg: VisionConfig, data_dir: Path | str | None, synthetic: bool) -> ImageSet:
-    """The images a preset trains on: synthetic when asked, else the official files (errors if absent)."""
+    """The images a preset trains, validates and tests on: synthetic when asked, else the official files (errors
+    if absent), whose last 5,000 training images become the validation set."""
     if synthetic:
-        data = _synthetic(cfg.n_train or SYNTHETIC_FULL[0], cfg.n_test or SYNTHETIC_FULL[1])
+        data = _synthetic(cfg.n_train or SYNTHETIC_FULL[0], cfg.n_test or SYNTHETIC_FULL[1],
+                          cfg.n_test or SYNTHETIC_FULL[0] // VAL_FRACTION)
+        train_x, train_y, val_x, val_y = data.train_x, data.train_y, data.val_x, data.val_y
     else:
         data = _real(str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None)
-    n_tr, n_te = cfg.n_train or len(data.train_y), cfg.n_test or len(data.test_y)
-    return ImageSet(data.name if synthetic else "cifar10", data.train_x[:n_tr], data.train_y[:n_tr],
-                    data.test_x[:n_te], data.test_y[:n_te], data.num_classes)
+        cut = len(data.train_y) - max(1, len(data.train_y) // VAL_FRACTION)
+        train_x, train_y = data.train_x[:cut], data.train_y[:cut]
+        val_x, val_y = data.train_x[cut:], data.train_y[cut:]
+    assert val_x is not None and val_y is not None
+    n_tr, n_te = cfg.n_train or len(train_y), cfg.n_test or len(data.test_y)
+    n_va = cfg.n_test or len(val_y)
+    return ImageSet(data.name if synthetic else "cifar10", train_x[:n_tr], train_y[:n_tr],
+                    data.test_x[:n_te], data.test_y[:n_te], data.num_classes, val_x=val_x[:n_va], val_y=val_y[:n_va])
 
 
 def _spec(name: str, make_model: Any, summary: str, paper: str, full_description: str) -> TaskSpec:
@@ -132,14 +146,14 @@ def _spec(name: str, make_model: Any, summary: str, paper: str, full_description
         data = cifar_data(cfg, data_dir, bool(synthetic))
         images = DeviceImages(data.train_x, data.train_y, data.test_x, data.test_y, torch.device(device),
                               batch_size=cfg.batch_size, seed=seed, augment=True, channels_last=bool(channels_last),
-                              curvature_size=cfg.curvature_size)
+                              curvature_size=cfg.curvature_size, val_x=data.val_x, val_y=data.val_y)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the initial weights depend on the trial seed only
             model = make_model(preset, data.num_classes, **options)
         # real smoke runs see a subset of the official split, and say so
         dataset = "cifar10-subset" if preset == "smoke" and not synthetic else data.name
         return ClassifierTask(model, images, dataset=dataset, budget=cfg.budget, eval_every=cfg.eval_every,
-                              target=Target("test_accuracy", cfg.target_accuracy, "max"), seed=seed, amp=amp)
+                              target=Target("val_accuracy", cfg.target_accuracy, "max"), seed=seed, amp=amp)
 
     return TaskSpec(
         name=name,

@@ -63,7 +63,8 @@ def test_cifar_smoke_trains_through_optbench_run(cli, tmp_path, short_cifar_smok
     assert row["status"] == "ok", row["error"]
     assert row["dataset"] == "synthetic-cifar10" and bool(row["synthetic"])
     assert row["steps"] == 12 and len(losses) == 12
-    assert 0.0 <= row["final_test_accuracy"] <= 1.0 and row["target_name"] == "test_accuracy"
+    assert 0.0 <= row["final_test_accuracy"] <= 1.0 and row["target_name"] == "val_accuracy"
+    assert 0.0 <= row["final_val_accuracy"] <= 1.0
     _assert_loss_went_down(losses)
 
 

@@ -140,6 +140,9 @@ def overall_ranking(summary: pd.DataFrame, trials: pd.DataFrame) -> tuple[pd.Dat
     """Performance ratios (problem x optimizer) and one ranking row per optimizer, best first."""
     if summary.empty:
         return pd.DataFrame(), pd.DataFrame()
+    if "applicable" in summary:  # a not-applicable cell (every trial skipped) is not run, not lost
+        summary = summary[summary["applicable"].astype(bool)]
+        trials = trials[trials["status"] != "skipped"]
     times = summary.pivot(index="problem", columns="optimizer", values="profile_time")  # missing cell: not run
     ratios = profile.performance_ratios(times)
     area = profile.profile_area(ratios)

@@ -58,6 +58,8 @@ def synthetic_badge(dataset: Any) -> str:
 
 def status_cell(r: pd.Series) -> Cell:
     """ok/seeds plus a badge per non-ok status, so a failed or diverged seed is never silent."""
+    if int(r.get("skipped", 0) or 0) and not int(r["seeds"]):  # not applicable: neither a pass nor a failure
+        return Cell(badge("n/a", "skipped", "not applicable to this task"), -1.0)
     marks = "".join(badge(f"{int(r[s])} {s}", s) for s in ("diverged", "failed", "timeout") if int(r.get(s, 0) or 0))
     if int(r["ok"]) == 0:
         marks = badge("no ok seed", "failed") + marks
@@ -125,7 +127,7 @@ def row_class(r: pd.Series) -> str:
 
 
 def failed_trials_table(trials: pd.DataFrame, table_id: str) -> str:
-    bad = trials[trials["status"] != "ok"].sort_values(["task", "preset", "optimizer", "seed"])
+    bad = trials[~trials["status"].isin(["ok", "skipped"])].sort_values(["task", "preset", "optimizer", "seed"])
     if bad.empty:
         return '<p class="note">Every trial finished with status ok.</p>'
     rows = []
