@@ -45,10 +45,12 @@ def _add_commands() -> None:
     from optbench.cli.leaderboard import leaderboard
     from optbench.cli.list import list_cmd
     from optbench.cli.plugin import check_plugin_cmd, new_plugin_cmd
+    from optbench.cli.report import report_cmd
     from optbench.cli.results import results_cmd
     from optbench.cli.run import run_cmd
 
-    for command in (list_cmd, run_cmd, results_cmd, gate_cmd, new_plugin_cmd, check_plugin_cmd, leaderboard):
+    for command in (list_cmd, run_cmd, results_cmd, gate_cmd, new_plugin_cmd, check_plugin_cmd, leaderboard,
+                    report_cmd):
         main.add_command(command)
 
 
