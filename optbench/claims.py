@@ -2,9 +2,11 @@
 
 Atomic writes keep files whole, but two drivers started on the same grid would both run (and both write)
 every trial. Before a trial runs, its driver creates `RESULTS/claims/<trial_id>.claim` with O_EXCL (atomic on
-local and NFSv3+ file systems) holding its pid and host; the claim is removed after the trial's files are
-written. A claim whose process is dead (same host, pid gone) is stale, left by kill -9, and is taken over;
-a claim from another host is trusted until it is older than `stale_after_s`, since its pid cannot be checked.
+local and NFSv3+ file systems) holding its pid, host, start time and expiry; the claim is removed after the
+trial's files are written. A claim is stale, and taken over, when its process is dead (same host, pid gone:
+kill -9) or when it has expired: the driver renews its claims every third of their lifetime (`ttl_s`), so a
+claim outlives its driver (a lost host, whose pid cannot be checked from here) by at most one lifetime.
+The lifetime follows the trial time-out (or `--claim-ttl`), so another host waits minutes, not days.
 """
 
 from __future__ import annotations
@@ -14,9 +16,23 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 CLAIMS_DIR = "claims"
+#: claim lifetime when neither --claim-ttl nor --trial-timeout says otherwise (renewed while the driver lives)
+DEFAULT_TTL_S = 15 * 60.0
+#: slack over the trial time-out before a claim expires: the worker's grace to stop, writing the row
+TTL_SLACK_S = 120.0
+
+
+def claim_ttl(trial_timeout_s: float | None, claim_ttl_s: float | None = None) -> float:
+    """The claim lifetime: --claim-ttl if given, else the trial time-out plus slack, else the default."""
+    if claim_ttl_s is not None:
+        return claim_ttl_s
+    if trial_timeout_s:
+        return trial_timeout_s + TTL_SLACK_S
+    return DEFAULT_TTL_S
 
 
 def _pid_alive(pid: int) -> bool:
@@ -32,11 +48,12 @@ def _pid_alive(pid: int) -> bool:
 class Claims:
     """Claims under one results root, taken and released by one process."""
 
-    def __init__(self, root: str | Path, stale_after_s: float = 7 * 24 * 3600) -> None:
+    def __init__(self, root: str | Path, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.time) -> None:
         self.dir = Path(root) / CLAIMS_DIR
-        self.stale_after_s = stale_after_s
+        self.ttl_s = ttl_s
+        self.clock = clock
         self.host = socket.gethostname()
-        self.held: set[str] = set()
+        self.held: dict[str, float] = {}  # trial_id -> when this process last wrote the claim
 
     def path(self, trial_id: str) -> Path:
         return self.dir / f"{trial_id}.claim"
@@ -47,8 +64,13 @@ class Claims:
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as fh:
-            json.dump({"pid": os.getpid(), "host": self.host, "time": time.time()}, fh)
+            json.dump(self._content(), fh)
         return True
+
+    def _content(self, started: float | None = None) -> dict:
+        now = self.clock()
+        return {"pid": os.getpid(), "host": self.host, "started": now if started is None else started,
+                "time": now, "expires": now + self.ttl_s}
 
     def owner(self, trial_id: str) -> dict | None:
         """Who holds the claim (pid, host, time), or None if nobody does or it cannot be read yet."""
@@ -60,20 +82,24 @@ class Claims:
     def is_stale(self, info: dict | None, path: Path) -> bool:
         if info is None:  # unreadable: a claim being written right now, or a torn one; judge by its age
             try:
-                return time.time() - path.stat().st_mtime > 60
+                return self.clock() - path.stat().st_mtime > 60
             except OSError:
                 return False
-        if info.get("host") == self.host:
+        try:
+            expires = float(info.get("expires", float(info.get("time", 0)) + self.ttl_s))
             pid = int(info.get("pid", -1))
-            return pid != os.getpid() and not _pid_alive(pid)
-        return time.time() - float(info.get("time", 0)) > self.stale_after_s
+        except (TypeError, ValueError):
+            return True  # not a claim this code wrote
+        if self.clock() > expires:
+            return True  # its driver stopped renewing it: dead, hung or cut off
+        return info.get("host") == self.host and pid != os.getpid() and not _pid_alive(pid)
 
     def acquire(self, trial_id: str) -> bool:
         """Claim a trial; False when a live process holds it. A stale claim is broken under a short lock."""
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.path(trial_id)
         if self._create(path):
-            self.held.add(trial_id)
+            self.held[trial_id] = self.clock()
             return True
         if not self.is_stale(self.owner(trial_id), path):
             return False
@@ -90,7 +116,7 @@ class Claims:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             if self._create(path):
-                self.held.add(trial_id)
+                self.held[trial_id] = self.clock()
                 return True
             return False
         finally:
@@ -107,9 +133,33 @@ class Claims:
                 removed += 1
         return removed
 
+    def renew(self) -> int:
+        """Push back the expiry of the claims this process holds that are a third of the way to expiring;
+        call it often (the executors do, while they wait for trials). Returns how many were renewed."""
+        now = self.clock()
+        renewed = 0
+        for trial_id, written in list(self.held.items()):
+            if now - written < self.ttl_s / 3:
+                continue
+            info = self.owner(trial_id)
+            if info is not None and (info.get("pid") != os.getpid() or info.get("host") != self.host):
+                continue  # taken over after all (this driver stalled past its expiry): not ours to renew
+            path = self.path(trial_id)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(json.dumps(self._content(started=(info or {}).get("started"))))
+                os.replace(tmp, path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                continue
+            self.held[trial_id] = now
+            renewed += 1
+        return renewed
+
     def release(self, trial_id: str) -> None:
         if trial_id in self.held:
-            self.held.discard(trial_id)
+            self.held.pop(trial_id)
             with contextlib.suppress(FileNotFoundError):
                 self.path(trial_id).unlink()
 

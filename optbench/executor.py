@@ -1,4 +1,5 @@
-"""Schedules trials. The local executor runs them in this process, one at a time, with progress bars.
+"""Schedules trials. The local executor runs them in worker processes on this machine (worker.py), one or
+more at a time, with progress bars; the Ray executor (executor_ray.py) shares the helpers here.
 
 Trials are self-contained (`run_trial` gives a row, the store writes it), so an executor only decides
 what runs where; resume is the store's: a trial whose file exists is skipped unless forced.
@@ -6,19 +7,25 @@ what runs where; resume is the store's: a trial whose file exists is skipped unl
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from optbench.claims import Claims
+from optbench.claims import Claims, claim_ttl
 from optbench.errors import OptbenchError
 from optbench.registry import Registry
-from optbench.runner import RunSettings, TrialResult, run_trial
+from optbench.runner import RunSettings, TrialResult, base_row, resolve_device
 from optbench.store import ReadProblem, Store
 from optbench.trial import Trial
+from optbench.worker import Worker, WorkerPool, default_threads, describe_exit
+
+#: past --trial-timeout, how long a worker stuck outside Python gets before it is killed
+KILL_GRACE_S = 30.0
 
 
 @dataclass
@@ -85,6 +92,28 @@ def write_result(store: Store, registry: Registry, result: TrialResult, notify: 
         registry.trial_finished(result.row)
 
 
+def report_finished(progress: Progress, grid: TaskID, outcome: GridOutcome, trial: Trial, status: str,
+                    error: str | None) -> None:
+    """Count a finished trial on the grid bar and name it when it did not end `ok` (every executor)."""
+    outcome.ran.append(trial.trial_id)
+    outcome.statuses[status] += 1
+    progress.update(grid, advance=1, description=f"grid {count_text(outcome.statuses)}")
+    if status != "ok":
+        progress.console.print(f"[yellow]{trial.label}: {status}[/yellow] — {error}", highlight=False)
+
+
+@dataclass
+class LocalOptions:
+    """How the local executor uses this machine."""
+
+    workers: int = 1  # trials at once, each in its own worker process
+    threads: int | None = None  # torch threads per worker; None: cores // workers (worker.default_threads)
+    alone: Callable[[Trial], bool] | None = None  # trials that must run with no other trial beside them
+    claim_ttl_s: float | None = None  # None: claims.claim_ttl(settings.trial_timeout_s)
+    start_method: str | None = None  # None: fork where possible (worker.WorkerPool.pick_start_method)
+    kill_grace_s: float = KILL_GRACE_S  # past --trial-timeout, a worker that did not stop is killed
+
+
 def run_local(
     trials: Sequence[Trial],
     store: Store,
@@ -92,41 +121,149 @@ def run_local(
     settings: RunSettings,
     force: bool = False,
     console: Console | None = None,
+    options: LocalOptions | None = None,
 ) -> GridOutcome:
-    """Run the grid here, one trial at a time. Each trial is claimed first (claims.py), so a second
-    `optbench run` on the same root skips it; Ctrl-C drops the running trial (no file) and its claim."""
+    """Run the grid on this machine, each trial in a worker process (worker.py), `options.workers` at once.
+    Each trial is claimed first (claims.py), so a second `optbench run` on the same root skips it; a worker
+    that dies ends its trial as `crashed` and is replaced; Ctrl-C or SIGTERM drops the running trials (no
+    files) and their claims."""
+    options = options or LocalOptions()
     console = console or Console(stderr=True)
     store.prepare()
     todo, done = pending(trials, store, force, console)
     outcome = GridOutcome(skipped=[t.trial_id for t in done])
     if done:
         console.print(f"[dim]resuming: {len(done)} of {len(trials)} trials already have results[/dim]")
-    claims = Claims(store.root)
+    if not todo:
+        return outcome
+    claims = Claims(store.root, ttl_s=claim_ttl(settings.trial_timeout_s, options.claim_ttl_s))
     claims.sweep()
+    workers = max(1, min(options.workers, len(todo)))
+    threads = options.threads or default_threads(workers)
+    pool = WorkerPool(workers, registry, threads, options.start_method)
+    root = store.address
+    queue = list(todo)
+    clean = False
     try:
         with grid_progress(console) as progress:
             grid = progress.add_task(f"grid {count_text(outcome.statuses)}", total=len(todo))
-            for trial in todo:
-                if not claim_for_run(trial, claims, store, force, outcome):
-                    progress.advance(grid)
-                    continue
-                bar = progress.add_task(f"  {trial.label}", total=None)
+            bars: dict[str, TaskID] = {}
 
-                def on_step(step: int, budget: int, bar: int = bar) -> None:
-                    if step == 1 or step % 10 == 0 or step == budget:
-                        progress.update(bar, completed=step, total=budget)
-
-                result = run_trial(trial, registry, settings, on_step=on_step)
-                write_result(store, registry, result)
+            def account(worker: Worker, status: str, error: str | None) -> None:
+                trial = worker.trial
+                assert trial is not None
                 claims.release(trial.trial_id)
-                status = result.row["status"]
-                outcome.ran.append(trial.trial_id)
-                outcome.statuses[status] += 1
-                progress.remove_task(bar)
-                progress.update(grid, advance=1, description=f"grid {count_text(outcome.statuses)}")
-                if status != "ok":
-                    progress.console.print(f"[yellow]{trial.label}: {status}[/yellow] — {result.row.get('error')}",
-                                           highlight=False)
+                pool.finish(worker)
+                progress.remove_task(bars.pop(trial.trial_id))
+                report_finished(progress, grid, outcome, trial, status, error)
+
+            while queue or pool.busy():
+                _fill(pool, queue, claims, store, force, outcome, settings, root, options, progress, grid, bars)
+                for event in pool.wait(timeout=0.5):
+                    w = event.worker
+                    if event.kind == "step":
+                        progress.update(bars[w.trial.trial_id], completed=event.payload["step"],
+                                        total=event.payload["budget"])
+                    elif event.kind == "done":
+                        account(w, event.payload["status"], event.payload["error"])
+                    elif event.kind == "user_error":
+                        raise OptbenchError(event.payload["message"], event.payload["hint"])
+                    elif event.kind == "died":
+                        status, error = _record_death(w, event.payload["exitcode"], store, registry, settings)
+                        account(w, status, error)
+                        pool.replace(w)
+                for w in _overdue(pool, settings, options):
+                    pool.replace(w)
+                    status, error = _record_overdue(w, store, registry, settings, options)
+                    account(w, status, error)
+                claims.renew()
+        clean = True
     finally:
+        pool.close(now=not clean)
         claims.release_all()
     return outcome
+
+
+def _fill(pool: WorkerPool, queue: list[Trial], claims: Claims, store: Store, force: bool, outcome: GridOutcome,
+          settings: RunSettings, root: str, options: LocalOptions, progress: Progress, grid: TaskID,
+          bars: dict[str, TaskID]) -> None:
+    """Give idle workers the next trials in order; a trial that must run alone waits for an empty pool,
+    and nothing starts beside it."""
+    while queue and pool.idle():
+        busy = pool.busy()
+        if any(w.alone for w in busy):
+            return
+        alone = bool(options.alone and options.alone(queue[0]))
+        if alone and busy:
+            return
+        trial = queue.pop(0)
+        if not claim_for_run(trial, claims, store, force, outcome):
+            progress.advance(grid)
+            continue
+        bars[trial.trial_id] = progress.add_task(f"  {trial.label}", total=None)
+        pool.submit(pool.idle()[0], trial, settings, root, alone=alone)
+
+
+def _blame_text(registry: Registry, trial: Trial) -> str:
+    opt = registry.entries["optimizer"].get(trial.optimizer)
+    task = registry.entries["task"].get(trial.task)
+    parts = []
+    if opt is not None:
+        parts.append(f"optimizer {trial.optimizer!r} from plugin {opt.plugin!r} ({opt.distribution})")
+    if task is not None:
+        parts.append(f"task {trial.task!r} from plugin {task.plugin!r} ({task.distribution})")
+    return " or ".join(parts) or "an unknown plugin"
+
+
+def _record_death(worker: Worker, exitcode: int | None, store: Store, registry: Registry,
+                  settings: RunSettings) -> tuple[str, str | None]:
+    """A worker died during its trial: keep the row it managed to write, else write a `crashed` one."""
+    trial = worker.trial
+    assert trial is not None
+    if store.has(trial.trial_id):  # it wrote its files and died before reporting
+        row = _read_row(store, trial)
+        return row["status"], row.get("error")
+    where = f"at step {worker.step} of {worker.budget}" if worker.step else "before its first step"
+    error = (f"the worker process died with {describe_exit(exitcode)} {where}; the code running was "
+             f"{_blame_text(registry, trial)}")
+    _write_driver_row(trial, store, registry, settings, worker, "crashed", error)
+    return "crashed", error
+
+
+def _read_row(store: Store, trial: Trial) -> dict:
+    return pq.read_table(str(store.trial_path(trial.trial_id)), filesystem=store.loc.fs).to_pylist()[0]
+
+
+def _overdue(pool: WorkerPool, settings: RunSettings, options: LocalOptions) -> list[Worker]:
+    """Workers still on a trial `kill_grace_s` past --trial-timeout: stuck where SIGALRM cannot reach
+    (native code that never returns to Python)."""
+    limit = settings.trial_timeout_s
+    if not limit:
+        return []
+    now = time.monotonic()
+    return [w for w in pool.busy() if now - w.started > limit + options.kill_grace_s]
+
+
+def _record_overdue(worker: Worker, store: Store, registry: Registry, settings: RunSettings,
+                    options: LocalOptions) -> tuple[str, str | None]:
+    trial = worker.trial
+    assert trial is not None
+    if store.has(trial.trial_id):
+        row = _read_row(store, trial)
+        return row["status"], row.get("error")
+    limit = settings.trial_timeout_s or 0.0
+    error = (f"trial exceeded --trial-timeout {limit:g} s and did not stop within {options.kill_grace_s:g} s more "
+             f"(stuck outside Python, at step {worker.step}); its worker was killed. The code running was "
+             f"{_blame_text(registry, trial)}")
+    _write_driver_row(trial, store, registry, settings, worker, "timeout", error)
+    return "timeout", error
+
+
+def _write_driver_row(trial: Trial, store: Store, registry: Registry, settings: RunSettings, worker: Worker,
+                      status: str, error: str) -> None:
+    """The row for a trial whose worker could not write one. Built from the registry's metadata only:
+    the driver runs no plugin code (observers are not told about it)."""
+    row = base_row(trial, registry, settings, resolve_device(settings.device))
+    row.update(status=status, error=error, steps=worker.step or None, budget=worker.budget,
+               wall_time_s=time.monotonic() - worker.started)
+    write_result(store, registry, TrialResult(row, []), notify=False)

@@ -12,16 +12,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from optbench.claims import Claims
+from optbench.claims import Claims, claim_ttl
 from optbench.errors import OptbenchError
-from optbench.executor import GridOutcome, claim_for_run, count_text, grid_progress, pending, write_result
+from optbench.executor import GridOutcome, claim_for_run, grid_progress, pending, report_finished, write_result
 from optbench.registry import Registry, load_registry
 from optbench.runner import RunSettings, TrialResult, base_row, resolve_device, run_trial
 from optbench.store import Store
@@ -29,6 +31,9 @@ from optbench.trial import Trial
 
 #: extra seconds past --trial-timeout before a worker's watchdog ends a trial that even SIGALRM cannot stop
 WATCHDOG_GRACE_S = 30.0
+
+#: how long `ray.init` may take to reach a cluster before the run stops with one sentence (--ray-timeout)
+CONNECT_TIMEOUT_S = 30.0
 
 _WORKER_REGISTRY: Registry | None = None
 
@@ -114,6 +119,8 @@ def run_ray(
     gpus_per_trial: float = 0.0,
     cpus_per_trial: float = 1.0,
     num_cpus: int | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    claim_ttl_s: float | None = None,
 ) -> GridOutcome:
     """Run the grid as Ray tasks. Uses the Ray the caller already initialised, else connects to `address`,
     else starts a local one (with `num_cpus`) and shuts it down at the end."""
@@ -131,15 +138,10 @@ def run_ray(
             kwargs["address"] = address
         else:
             kwargs.update(num_cpus=num_cpus, include_dashboard=False)
-        try:
-            ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = f"the Ray cluster at {address!r}" if address else "a local Ray"
-            raise OptbenchError(f"could not start or reach {where}: {str(exc).splitlines()[0]}",
-                                "Check --address (e.g. `--address auto` on a cluster node).") from None
+        connect(ray, address, kwargs, connect_timeout_s)
         started_here = True
     task_fn = ray.remote(run_in_worker)
-    claims = Claims(store.root)
+    claims = Claims(store.root, ttl_s=claim_ttl(settings.trial_timeout_s, claim_ttl_s))
     claims.sweep()
     by_ref: dict[Any, Trial] = {}
     try:
@@ -162,13 +164,8 @@ def run_ray(
                     claims.release(trial.trial_id)
                     if "user_error" in summary:
                         raise OptbenchError(*summary["user_error"])
-                    status = summary["status"]
-                    outcome.ran.append(trial.trial_id)
-                    outcome.statuses[status] += 1
-                    progress.update(grid, advance=1, description=f"grid {count_text(outcome.statuses)}")
-                    if status != "ok":
-                        progress.console.print(f"[yellow]{trial.label}: {status}[/yellow] — {summary.get('error')}",
-                                               highlight=False)
+                    report_finished(progress, grid, outcome, trial, summary["status"], summary.get("error"))
+                claims.renew()
     finally:
         for ref in by_ref:  # Ctrl-C or a user error: stop what is still queued or running
             with contextlib.suppress(Exception):  # best effort on the way out
@@ -177,6 +174,51 @@ def run_ray(
         if started_here:
             ray.shutdown()
     return outcome
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a `host:port` or `ray://host:port` address; None for `auto` and the like."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def connect(ray: Any, address: str | None, kwargs: dict[str, Any], timeout_s: float) -> None:
+    """`ray.init(**kwargs)` within `timeout_s` seconds, or one sentence. Ray itself retries an unreachable
+    address for many minutes, so a closed port is found with a plain TCP connection first, and `ray.init`
+    runs in a thread the driver stops waiting for at the deadline."""
+    where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+    hint = (f"Check --address (e.g. `--address auto` on a cluster node) and that the cluster is up, or allow "
+            f"longer with --ray-timeout (now {timeout_s:g} s).")
+    deadline = time.monotonic() + timeout_s
+    target = _host_port(address) if address else None
+    if target is not None:
+        try:
+            with socket.create_connection(target, timeout=timeout_s):
+                pass
+        except OSError as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc)).lower()
+            raise OptbenchError(f"could not reach {where}: connecting to {target[0]}:{target[1]} {why}.",
+                                hint) from None
+    failure: list[BaseException] = []
+
+    def init() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=init, name="optbench-ray-init", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if thread.is_alive():
+        raise OptbenchError(f"could not reach {where} within {timeout_s:g} s.", hint)
+    if failure:
+        exc = failure[0]
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OptbenchError(f"could not start or reach {where}: {first}", hint) from None
 
 
 def _check_fits(ray: Any, registry: Registry, todo: Sequence[Trial], gpus: float, cpus: float) -> None:

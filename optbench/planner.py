@@ -7,6 +7,7 @@ hyperparameter values of the wrong type for the optimizer's defaults.
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -67,6 +68,24 @@ def coerce_hp(optimizer: str, key: str, value: Any, default: Any) -> Any:
     )
 
 
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (tuple, list)):
+        return any(_has_nonfinite(v) for v in value)
+    return False
+
+
+def check_finite(optimizer: str, key: str, value: Any, default: Any) -> None:
+    """inf and nan are not hyperparameters (`--hp lr=1e999` parses as inf, which JSON cannot even store)
+    unless the optimizer's own default for that key is non-finite, which says the spec allows them."""
+    if _has_nonfinite(value) and not _has_nonfinite(default):
+        raise OptbenchError(
+            f"--hp {key}={value!r} for optimizer {optimizer!r} is not a finite number.",
+            "Give a finite value (a number like 1e999 overflows to inf).",
+        )
+
+
 def resolve_hparams(registry: Registry, optimizer: str, overrides: Sequence[tuple[str | None, str, Any]]) -> dict:
     spec = registry.optimizer(optimizer).spec
     hp = dict(spec.defaults)
@@ -78,7 +97,9 @@ def resolve_hparams(registry: Registry, optimizer: str, overrides: Sequence[tupl
                 continue  # a bare key applies to the optimizers that have it; checked in plan()
             known = ", ".join(sorted(hp)) or "none"
             raise OptbenchError(f"optimizer {optimizer!r} has no hyperparameter {key!r}.", f"It has: {known}.")
-        hp[key] = coerce_hp(optimizer, key, value, hp[key])
+        value = coerce_hp(optimizer, key, value, hp[key])
+        check_finite(optimizer, key, value, hp[key])
+        hp[key] = value
     return hp
 
 

@@ -55,6 +55,8 @@ class Registry:
     manager: pluggy.PluginManager
     entries: dict[str, dict[str, Registered]] = field(default_factory=lambda: {k: {} for k in KINDS})
     problems: list[PluginProblem] = field(default_factory=list)
+    #: how load_registry built it (entry_points, extra_plugins): spawned worker processes rebuild it from this
+    recipe: tuple[bool, list[tuple[str, object]]] = (True, [])
 
     # --- lookup -------------------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> Registered:
@@ -130,7 +132,8 @@ def _new_manager() -> pluggy.PluginManager:
 
 def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), entry_points: bool = True) -> Registry:
     """Build a registry from the installed entry points plus any (name, plugin) pairs given."""
-    registry = Registry(_new_manager())
+    extra_plugins = list(extra_plugins)
+    registry = Registry(_new_manager(), recipe=(entry_points, extra_plugins))
     if entry_points:
         eps = sorted(md.entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda e: e.name)
         for ep in eps:

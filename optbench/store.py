@@ -51,7 +51,8 @@ TRIAL_SCHEMA = pa.schema(
         ("final_val_loss", _F), ("final_val_accuracy", _F),
         ("sharpness", _F), ("hessian_trace", _F), ("entropy_gap", _F), ("entropy_gap_alpha2", _F),
         ("metrics", _S), ("metric_errors", _S), ("hvp_calls", _I),
-        ("peak_memory_mb", _F), ("optimizer_state_mb", _F), ("device", _S), ("torch_version", _S),
+        ("peak_memory_mb", _F), ("optimizer_state_mb", _F), ("torch_threads", _I), ("parallel_trials", _I),
+        ("device", _S), ("torch_version", _S),
         ("optbench_version", _S), ("git_commit", _S), ("hostname", _S), ("started_at", _S),
     ]
 )

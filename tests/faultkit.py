@@ -8,13 +8,21 @@ In-process tests pass the module to `load_registry(extra_plugins=...)` instead.
 - task `needs-data`: raises OptbenchError when its data directory lacks `train.bin` (a setup error).
 - metric `faultkit-norm` (not a default one), so that metric names have something to be close to.
 - optimizers: `slow-sgd` (SGD that sleeps `delay` s per step), `hang-step` (sleeps an hour in step),
-  `raise-build`, `raise-step`, `nan-step` (writes NaN into the parameters).
+  `raise-build`, `raise-step`, `nan-step` (writes NaN into the parameters); crashes at step `at`:
+  `exit-step` (os._exit(3)), `segv-step` (a real segfault), `sigkill-step` (SIGKILL, what the OOM killer
+  sends); `deaf-hang` (blocks SIGALRM, then sleeps: a step stuck where the trial deadline cannot reach);
+  `pause-sgd`: SGD that, at step 15 of the trial whose seed is written in the file named by $FAULTKIT_PAUSE,
+  writes `<that file>.<pid>` and waits while the file exists: with one worker, seeds run in order, so a test
+  pauses the grid mid-trial exactly after the k-th trial file appeared, and signals it at a known point.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +100,50 @@ class NanStep(torch.optim.SGD):
                 p.fill_(float("nan"))
 
 
+class CrashStep(torch.optim.SGD):
+    """Ends its process at step `at` the way `how` says."""
+
+    def __init__(self, params: Any, lr: float = 0.1, at: int = 1, how: str = "exit") -> None:
+        super().__init__(params, lr=lr)
+        self.at, self.how, self.steps = at, how, 0
+
+    def step(self, closure: Any = None) -> None:
+        self.steps += 1
+        if self.steps == self.at:
+            if self.how == "exit":
+                os._exit(3)
+            elif self.how == "segv":
+                ctypes.string_at(0)  # reads address 0: SIGSEGV in native code
+            elif self.how == "sigkill":
+                os.kill(os.getpid(), signal.SIGKILL)
+        super().step()
+
+
+class DeafHang(torch.optim.SGD):
+    def step(self, closure: Any = None) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # like native code that never returns
+        time.sleep(3600)
+
+
+class PauseSGD(torch.optim.SGD):
+    PAUSE_AT = 15
+
+    def __init__(self, params: Any, lr: float = 0.1) -> None:
+        super().__init__(params, lr=lr)
+        self.steps = 0
+
+    def step(self, closure: Any = None) -> None:
+        self.steps += 1
+        pause = os.environ.get("FAULTKIT_PAUSE")
+        if self.steps == self.PAUSE_AT and pause and os.path.exists(pause):
+            with contextlib.suppress(OSError, ValueError):
+                if int(Path(pause).read_text()) == torch.initial_seed():  # the runner seeds torch with the trial's
+                    Path(f"{pause}.{os.getpid()}").write_text(str(os.getpid()))
+                    while os.path.exists(pause):
+                        time.sleep(0.01)
+        super().step()
+
+
 def _raise_build(params: Any, lr: float = 0.1) -> torch.optim.Optimizer:
     raise ValueError("raise-build refuses to build")
 
@@ -113,6 +165,14 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
         OptimizerSpec(name="raise-build", build=_raise_build, defaults={"lr": 0.1}),
         OptimizerSpec(name="raise-step", build=lambda params, lr=0.1: RaiseStep(params, lr=lr), defaults={"lr": 0.1}),
         OptimizerSpec(name="nan-step", build=lambda params, lr=0.1: NanStep(params, lr=lr), defaults={"lr": 0.1}),
+        OptimizerSpec(name="exit-step", build=lambda params, lr=0.1, at=1: CrashStep(params, lr, at, "exit"),
+                      defaults={"lr": 0.1, "at": 1}),
+        OptimizerSpec(name="segv-step", build=lambda params, lr=0.1, at=1: CrashStep(params, lr, at, "segv"),
+                      defaults={"lr": 0.1, "at": 1}),
+        OptimizerSpec(name="sigkill-step", build=lambda params, lr=0.1, at=1: CrashStep(params, lr, at, "sigkill"),
+                      defaults={"lr": 0.1, "at": 1}),
+        OptimizerSpec(name="deaf-hang", build=lambda params, lr=0.1: DeafHang(params, lr=lr), defaults={"lr": 0.1}),
+        OptimizerSpec(name="pause-sgd", build=PauseSGD, defaults={"lr": 0.1}),
     ]
 
 

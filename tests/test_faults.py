@@ -1,12 +1,14 @@
-"""Faults that must lose nothing: kill -9, Ctrl-C, hung trials, broken plugins, an unwritable results dir
-and two drivers on one results root. Subprocess tests run the real `optbench` command with the faultkit
-plugin installed through an entry point on PYTHONPATH, as a third party's package would be."""
+"""Faults that must lose nothing: plugins that raise, hang, exit or segfault, kill -9, Ctrl-C, SIGTERM, an
+unwritable or full results dir, expired claims and two drivers on one results root. Every fault happens at a
+known point (a plugin that crashes at step k, a trial paused mid-way by a file the test controls), never after
+a random delay, so the tests mean the same on an idle and on a fully loaded machine. Subprocess tests run the
+real `optbench` command with the faultkit plugin installed through an entry point on PYTHONPATH, as a third
+party's package would be."""
 
 from __future__ import annotations
 
 import errno
 import os
-import random
 import re
 import signal
 import subprocess
@@ -18,9 +20,9 @@ import faultkit
 import pyarrow.parquet as pq
 import pytest
 
-from optbench.claims import Claims
+from optbench.claims import Claims, claim_ttl
 from optbench.errors import OptbenchError
-from optbench.executor import run_local
+from optbench.executor import LocalOptions, run_local
 from optbench.planner import plan
 from optbench.registry import load_registry
 from optbench.runner import RunSettings
@@ -42,9 +44,9 @@ def plugin_env(tmp_path):
     return env
 
 
-def _grid_cmd(results: Path, seeds: int, delay: float, *extra: str) -> list[str]:
-    return [*CLI, "run", "-o", "slow-sgd", "-t", "tiny-quad", "--seeds", str(seeds), "--hp", f"delay={delay}",
-            "--no-metrics", "--results", str(results), *extra]
+def _grid_cmd(results: Path, seeds: int, *extra: str) -> list[str]:
+    return [*CLI, "run", "-o", "pause-sgd", "-t", "tiny-quad", "--seeds", str(seeds), "--no-metrics",
+            "--results", str(results), *extra]
 
 
 def _files(results: Path, kind: str) -> list[Path]:
@@ -63,20 +65,12 @@ def _assert_all_complete(results: Path) -> int:
     return len(res.trials)
 
 
-def _wait_for_trials(results: Path, n: int, proc: subprocess.Popen, limit: float = 180.0) -> None:
-    end = time.monotonic() + limit
-    while len(_files(results, "trials")) < n:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < end, "no trial finished in time"
-        time.sleep(0.02)
-
-
 # --- in-process: plugins that raise, hang or diverge --------------------------------------------------
-def _run(registry, optimizers, tmp_path, timeout=None, seeds=1):
-    trials = plan(registry, optimizers, ["tiny-quad"], "smoke", range(seeds))
+def _run(registry, optimizers, tmp_path, timeout=None, seeds=1, hp=(), **options):
+    trials = plan(registry, optimizers, ["tiny-quad"], "smoke", range(seeds), hp)
     store = Store(tmp_path / "res")
     settings = RunSettings(metrics=[], trial_timeout_s=timeout)
-    outcome = run_local(trials, store, registry, settings)
+    outcome = run_local(trials, store, registry, settings, options=LocalOptions(**options))
     rows = Store(store.root).read().trials.set_index("optimizer")
     return outcome, rows
 
@@ -106,6 +100,105 @@ def test_a_hung_step_times_out_and_the_grid_continues(fault_registry, tmp_path):
     assert signal.getsignal(signal.SIGALRM) is handler  # whatever handler was there is put back
 
 
+def test_exit_segfault_and_oom_kill_end_one_trial_each_as_crashed(fault_registry, tmp_path):
+    outcome, rows = _run(fault_registry, ["exit-step", "segv-step", "sigkill-step", "slow-sgd"], tmp_path, seeds=2,
+                         hp=["at=12"], workers=2)
+    assert outcome.statuses == {"crashed": 6, "ok": 2}  # the grid went on past every crash, on both workers
+    for name, how in [("exit-step", "exit code 3"), ("segv-step", "signal 11 (SIGSEGV)"),
+                      ("sigkill-step", "signal 9 (SIGKILL)")]:
+        for error in rows.loc[[name], "error"]:
+            assert error.startswith(f"the worker process died with {how}"), error
+            assert "at step 10 of 30" in error  # the last step it reported: the crash came in step 12
+            assert f"optimizer {name!r} from plugin 'faultkit' (local)" in error
+    assert (rows.loc[["exit-step"], "steps"] == 10).all()
+    ok = rows.loc[["slow-sgd"]]
+    assert (ok["status"] == "ok").all() and (ok["parallel_trials"] == 2).all() and (ok["torch_threads"] >= 1).all()
+    assert list((tmp_path / "res" / "claims").iterdir()) == []
+
+
+def test_a_step_that_the_deadline_cannot_interrupt_is_killed(fault_registry, tmp_path):
+    outcome, rows = _run(fault_registry, ["deaf-hang", "slow-sgd"], tmp_path, timeout=0.5, kill_grace_s=0.5)
+    assert outcome.statuses == {"timeout": 1, "ok": 1}
+    error = rows.loc["deaf-hang", "error"]
+    assert error.startswith("trial exceeded --trial-timeout 0.5 s and did not stop within 0.5 s more"), error
+    assert "its worker was killed" in error and "'deaf-hang' from plugin 'faultkit'" in error
+
+
+def test_a_trial_marked_alone_runs_with_nothing_beside_it(fault_registry, tmp_path):
+    """The scheduler, driven step by step: `b` must wait for `a` to finish, and `c` for `b`."""
+    from optbench.executor import GridOutcome, _fill
+    from optbench.worker import Worker
+
+    class FakePool:
+        size = 2
+
+        def __init__(self):
+            self.workers = [Worker(None, None), Worker(None, None)]
+
+        def idle(self):
+            return [w for w in self.workers if w.trial is None]
+
+        def busy(self):
+            return [w for w in self.workers if w.trial is not None]
+
+        def submit(self, worker, trial, settings, root, alone=False):
+            worker.trial, worker.alone = trial, alone
+
+    class Bar:
+        def add_task(self, *a, **k):
+            return 0
+
+        def advance(self, *a):
+            pass
+
+    trials = plan(fault_registry, ["slow-sgd", "pause-sgd"], ["tiny-quad"], "smoke", range(2))
+    a, b, c, d = trials  # slow-sgd seeds 0, 1; pause-sgd seeds 0, 1
+    pool, queue, store = FakePool(), [a, c, b, d], Store(tmp_path / "res")
+    claims = Claims(store.root)
+    options = LocalOptions(workers=2, alone=lambda t: t.optimizer == "pause-sgd")
+
+    def fill():
+        _fill(pool, queue, claims, store, False, GridOutcome(), RunSettings(), "", options, Bar(), 0, {})
+        return sorted((w.trial.optimizer, w.trial.seed, w.alone) for w in pool.busy())
+
+    def finish(trial):
+        worker = next(w for w in pool.workers if w.trial == trial)
+        worker.trial = None
+
+    assert fill() == [("slow-sgd", 0, False)]  # c (alone) waits for a: nothing may run beside it
+    finish(a)
+    assert fill() == [("pause-sgd", 0, True)]  # c runs alone: b waits although a worker is idle
+    finish(c)
+    assert fill() == [("slow-sgd", 1, False)]  # d (alone) waits for b
+    finish(b)
+    assert fill() == [("pause-sgd", 1, True)]
+    claims.release_all()
+
+
+def test_worker_processes_give_the_rows_of_an_in_process_run(tmp_path):
+    """Same seed, same numbers: a trial in a worker process (two at once) gives exactly the row `run_trial`
+    gives in this process, on real optimizers and a real quadratic task."""
+    import torch
+    from optbench.plugins import lion, torch_optim
+    from optbench.tasks import quadratic
+
+    from optbench.runner import run_trial
+
+    registry = load_registry([("torch", torch_optim), ("lion", lion), ("quadratic", quadratic)], entry_points=False)
+    trials = plan(registry, ["adamw", "lion"], ["quadratic-ill-conditioned"], "smoke", range(1))
+    settings = RunSettings(metrics=[])
+    here = {t.trial_id: run_trial(t, registry, settings).row for t in trials}
+    run_local(trials, Store(tmp_path), registry, settings,
+              options=LocalOptions(workers=2, threads=torch.get_num_threads()))
+    rows = Store(tmp_path).read().trials.set_index("trial_id")
+    same = ["status", "steps", "final_train_loss", "final_test_loss", "steps_to_target", "optimizer_state_mb",
+            "forward_passes", "backward_passes"]
+    for trial_id, row in here.items():
+        assert row["status"] == "ok"
+        for col in same:
+            assert rows.loc[trial_id, col] == row[col], (col, trial_id)
+
+
 def test_unwritable_results_dir_fails_before_the_grid(fault_registry, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -127,6 +220,7 @@ def test_disk_full_is_one_sentence_and_leaves_no_partial_file(fault_registry, tm
     with pytest.raises(OptbenchError, match="No space left on device"):
         run_local(trials, store, fault_registry, RunSettings(metrics=[]))
     assert list((tmp_path / "res").rglob("*.parquet")) == [] and list((tmp_path / "res").rglob("*.tmp")) == []
+    assert list((tmp_path / "res").glob(".write-probe-*")) == []  # the probe that hit the full disk is gone
 
     monkeypatch.undo()
     monkeypatch.setattr(Store, "prepare", lambda self: None)  # the disk fills up after the probe passed
@@ -156,46 +250,104 @@ def test_claims_exclude_live_holders_and_recover_dead_ones(tmp_path):
     assert sorted(p.name for p in mine.dir.iterdir()) == ["t3.claim"]
 
 
-# --- subprocesses: kill -9, Ctrl-C, two drivers -------------------------------------------------------
-# One grid goes through every process-level fault in turn (each `optbench` start costs seconds of imports):
-# kill -9 at a random moment, twice; Ctrl-C; then two drivers started together finish what is left.
-def _kill_mid_grid(results: Path, env: dict, sig: int, rng: random.Random, seeds: int) -> subprocess.Popen:
-    done = len(_files(results, "trials"))
-    proc = subprocess.Popen(_grid_cmd(results, seeds, 0.02), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    _wait_for_trials(results, done + 1, proc)
-    time.sleep(rng.uniform(0.0, 0.6))  # a random moment: mid-trial (30 steps x 20 ms), mid-write or between
-    proc.send_signal(sig)
+def test_claims_carry_host_and_start_and_expire_unless_renewed(tmp_path):
+    now = [1000.0]
+    a = Claims(tmp_path, ttl_s=60, clock=lambda: now[0])
+    b = Claims(tmp_path, ttl_s=60, clock=lambda: now[0])
+    b.host = "elsewhere"  # another machine: its pid means nothing here, only the expiry counts
+    assert b.acquire("t1")
+    info = b.owner("t1")
+    assert info["host"] == "elsewhere" and info["started"] == 1000.0 and info["expires"] == 1060.0
+    now[0] = 1059.0
+    assert not a.acquire("t1")  # not expired yet
+    now[0] = 1030.0
+    assert b.renew() == 1  # a third of the lifetime passed: pushed back, start time kept
+    assert b.owner("t1")["expires"] == 1090.0 and b.owner("t1")["started"] == 1000.0
+    now[0] = 1080.0
+    assert not a.acquire("t1")  # 20 s past the first expiry: still held thanks to the renewal
+    now[0] = 1091.0  # b's host went silent: the claim expires and is taken over
+    assert a.acquire("t1")
+    assert a.owner("t1")["host"] == a.host
+    assert b.renew() == 0  # b does not write over a claim that is no longer its own
+    a.release_all()
+
+
+def test_claim_lifetime_follows_the_trial_timeout():
+    assert claim_ttl(None) == 15 * 60  # no limit on a trial: the default (renewed while the driver lives)
+    assert claim_ttl(600.0) == 600.0 + 120.0  # a trial may run its time-out, plus slack to stop and write
+    assert claim_ttl(600.0, claim_ttl_s=30.0) == 30.0  # --claim-ttl wins
+
+
+# --- subprocesses: kill -9, Ctrl-C, SIGTERM, two drivers -----------------------------------------------
+# One grid of `pause-sgd` trials (one worker: seeds run in order) goes through every process-level fault in
+# turn; before each, the test names the seed whose trial pauses at step 15, waits for that pause, so exactly
+# `seed` trial files exist, and only then signals the driver. (Each `optbench` start costs seconds of imports.)
+def _pause_and_signal(results: Path, env: dict, seed: int, sig: int, seeds: int) -> subprocess.Popen:
+    pause = Path(env["FAULTKIT_PAUSE"])
+    pause.write_text(str(seed))
+    proc = subprocess.Popen(_grid_cmd(results, seeds), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    end = time.monotonic() + 300
+    markers: list[Path] = []
+    while not markers:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, "the trial never reached its pause"
+        time.sleep(0.02)
+        markers = list(pause.parent.glob(pause.name + ".*"))
+    worker = int(markers[0].read_text())
+    assert len(_files(results, "trials")) == seed  # the known point: seeds 0..seed-1 done, `seed` mid-way
+    if sig == signal.SIGKILL:  # the driver alone: its worker must not outlive it
+        proc.send_signal(sig)
+    else:  # like Ctrl-C in a terminal, Slurm or a container stop: the whole process group gets the signal
+        os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
+    pause.unlink()
+    markers[0].unlink()
+    end = time.monotonic() + 60
+    while _pid_alive(worker):  # the paused worker ends with its driver (and never writes its trial)
+        assert time.monotonic() < end, "a worker outlived its driver"
+        time.sleep(0.02)
     return proc
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie waiting for its reaper is gone for our purposes
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @pytest.mark.slow
-def test_kill_9_ctrl_c_and_two_drivers_lose_nothing(tmp_path, plugin_env):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals process groups and reads /proc")
+def test_kill_9_ctrl_c_sigterm_and_two_drivers_lose_nothing(tmp_path, plugin_env):
     results = tmp_path / "res"
-    seeds = 10
-    rng = random.Random(8)
+    seeds = 8
+    env = dict(plugin_env, FAULTKIT_PAUSE=str(tmp_path / "pause"))
     kept: dict[str, str] = {}  # trial_id -> run_id of every trial file seen so far: never rewritten
 
-    def check_round() -> None:
-        n = _assert_all_complete(results)
+    def check_round(expected: int) -> None:
+        assert _assert_all_complete(results) == expected
         rows = Store(results).read().trials
         now = dict(zip(rows["trial_id"], rows["run_id"], strict=True))
         assert all(now[t] == r for t, r in kept.items()), "a finished trial was run again"
-        assert len(now) > len(kept) and n < seeds
         kept.update(now)
+        assert [p for p in results.rglob("*") if p.name.startswith(".")] == []  # no temp or probe file
 
-    for sig in (signal.SIGKILL, signal.SIGINT, signal.SIGKILL):
-        proc = _kill_mid_grid(results, plugin_env, sig, rng, seeds)
-        check_round()
-        if sig == signal.SIGINT:  # Ctrl-C: the running trial is dropped (no file), its claim removed, exit 130
-            err = proc.stderr.read()
-            assert proc.returncode == 130, err
-            assert "interrupted" in err and "Traceback" not in err
-            assert list((results / "claims").iterdir()) == []
-        assert [p for p in results.rglob("*.parquet") if p.name.startswith(".")] == []
+    _pause_and_signal(results, env, 2, signal.SIGKILL, seeds)
+    check_round(2)
+    assert len(list((results / "claims").iterdir())) == 1  # kill -9 leaves its claim; the next driver takes it
 
-    procs = [subprocess.Popen(_grid_cmd(results, seeds, 0.02), env=plugin_env, stdout=subprocess.DEVNULL,
+    for seed, sig, code, word in [(4, signal.SIGINT, 130, "interrupted"), (6, signal.SIGTERM, 143, "terminated")]:
+        proc = _pause_and_signal(results, env, seed, sig, seeds)
+        err = proc.stderr.read()
+        assert proc.returncode == code, err
+        assert err.count(word) == 1 and "finished trials are saved" in err and "Traceback" not in err, err
+        check_round(seed)
+        assert list((results / "claims").iterdir()) == []  # the running trial's claim was released
+
+    procs = [subprocess.Popen(_grid_cmd(results, seeds), env=plugin_env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
@@ -205,4 +357,4 @@ def test_kill_9_ctrl_c_and_two_drivers_lose_nothing(tmp_path, plugin_env):
     assert _assert_all_complete(results) == seeds and rows["trial_id"].is_unique
     assert sorted(rows["seed"]) == list(range(seeds))
     assert all(dict(zip(rows["trial_id"], rows["run_id"], strict=True))[t] == r for t, r in kept.items())
-    assert list((results / "claims").iterdir()) == []  # killed drivers' stale claims taken over, all removed
+    assert list((results / "claims").iterdir()) == []
