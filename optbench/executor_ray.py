@@ -176,6 +176,12 @@ def run_ray(
     return outcome
 
 
+class RayUnreachable(OptbenchError):
+    """Ray is still trying to connect in a thread that cannot be stopped: the CLI exits without waiting."""
+
+    exit_now = True
+
+
 def _host_port(address: str) -> tuple[str, int] | None:
     """(host, port) of a `host:port` or `ray://host:port` address; None for `auto` and the like."""
     rest = address.split("://", 1)[1] if "://" in address else address
@@ -214,7 +220,7 @@ def connect(ray: Any, address: str | None, kwargs: dict[str, Any], timeout_s: fl
     thread.start()
     thread.join(max(0.0, deadline - time.monotonic()))
     if thread.is_alive():
-        raise OptbenchError(f"could not reach {where} within {timeout_s:g} s.", hint)
+        raise RayUnreachable(f"could not reach {where} within {timeout_s:g} s.", hint)
     if failure:
         exc = failure[0]
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -13,7 +13,9 @@ In-process tests pass the module to `load_registry(extra_plugins=...)` instead.
   sends); `deaf-hang` (blocks SIGALRM, then sleeps: a step stuck where the trial deadline cannot reach);
   `pause-sgd`: SGD that, at step 15 of the trial whose seed is written in the file named by $FAULTKIT_PAUSE,
   writes `<that file>.<pid>` and waits while the file exists: with one worker, seeds run in order, so a test
-  pauses the grid mid-trial exactly after the k-th trial file appeared, and signals it at a known point.
+  pauses the grid mid-trial exactly after the k-th trial file appeared, and signals it at a known point;
+  `term-driver`: sends SIGTERM to the process that started its worker (the driver) at step 1, then waits;
+  `clip-sgd`: SGD with a `max_norm` whose default is inf (a spec that allows a non-finite value).
 """
 
 from __future__ import annotations
@@ -144,6 +146,16 @@ class PauseSGD(torch.optim.SGD):
         super().step()
 
 
+class TermDriver(torch.optim.SGD):
+    def step(self, closure: Any = None) -> None:
+        os.kill(os.getppid(), signal.SIGTERM)
+        time.sleep(3600)  # the driver ends this worker as it unwinds
+
+
+def _clip_sgd(params: Any, lr: float = 0.1, max_norm: float = float("inf")) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr)
+
+
 def _raise_build(params: Any, lr: float = 0.1) -> torch.optim.Optimizer:
     raise ValueError("raise-build refuses to build")
 
@@ -173,6 +185,9 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
                       defaults={"lr": 0.1, "at": 1}),
         OptimizerSpec(name="deaf-hang", build=lambda params, lr=0.1: DeafHang(params, lr=lr), defaults={"lr": 0.1}),
         OptimizerSpec(name="pause-sgd", build=PauseSGD, defaults={"lr": 0.1}),
+        OptimizerSpec(name="term-driver", build=lambda params, lr=0.1: TermDriver(params, lr=lr),
+                      defaults={"lr": 0.1}),
+        OptimizerSpec(name="clip-sgd", build=_clip_sgd, defaults={"lr": 0.1, "max_norm": float("inf")}),
     ]
 
 

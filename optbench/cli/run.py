@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import math
 import uuid
 from pathlib import Path
 
@@ -10,6 +12,23 @@ import click
 from optbench.cli.context import DEFAULT_RESULTS, cli_context
 from optbench.cli.results import print_summary
 from optbench.errors import OptbenchError
+
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A duration option: absent, or a finite number of seconds above 0 (nan, inf, 0 and -1 are mistakes
+    that would otherwise be recorded in every row, or silently mean no limit)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise OptbenchError(f"--{param.name.replace('_', '-')} must be a finite number of seconds above 0, "
+                            f"not {value:g}.", "Leave it out for the default." if param.name != "trial_timeout"
+                            else "Leave it out for no time limit.")
+    return value
+
+
+def _at_least_one(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise OptbenchError(f"--{param.name.replace('_', '-')} must be at least 1, not {value}.",
+                            "Leave it out for the default.")
+    return value
 
 
 @click.command("run")
@@ -31,19 +50,32 @@ from optbench.errors import OptbenchError
 @click.option("--no-metrics", is_flag=True, help="Compute no metric plugins at all.")
 @click.option("--metrics-every", default=0, show_default=True, type=click.IntRange(0),
               help="Also compute metrics every K evaluations (0: only at the end of each trial).")
-@click.option("--trial-timeout", type=float, default=None, help="Stop a trial after this many seconds.")
+@click.option("--trial-timeout", type=float, default=None, callback=_seconds,
+              help="Stop a trial after this many seconds (a positive number; default: no limit).")
+@click.option("--workers", default=1, show_default=True, type=int, callback=_at_least_one,
+              help="Local executor: trials run at once, each in its own worker process.")
+@click.option("--torch-threads", type=int, default=None, callback=_at_least_one,
+              help="Torch threads per worker (recorded in each row); default: CPU cores // --workers.")
+@click.option("--alone", "alone", multiple=True, metavar="PATTERN",
+              help="Run trials whose optimizer or task matches PATTERN (wildcards) with no other trial beside "
+                   "them, e.g. for step timings (repeatable).")
+@click.option("--claim-ttl", type=float, default=None, callback=_seconds,
+              help="Seconds a claim outlives a silent driver before another host may take its trial; "
+                   "default: --trial-timeout plus 120 s, else 900 s.")
 @click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
-              help="Run trials in this process, or as Ray tasks (pip install 'optbench[ray]').")
+              help="Run trials in worker processes here, or as Ray tasks (pip install 'optbench[ray]').")
 @click.option("--address", default=None, help="Ray cluster address (e.g. auto); default: start a local Ray.")
 @click.option("--gpus-per-trial", default=0.0, show_default=True, type=click.FloatRange(0),
               help="GPUs a Ray task asks for when its preset wants a GPU.")
 @click.option("--cpus-per-trial", default=1.0, show_default=True, type=click.FloatRange(0),
               help="CPUs each Ray task asks for.")
+@click.option("--ray-timeout", default=30.0, show_default=True, type=float, callback=_seconds,
+              help="Seconds to reach the Ray cluster before giving up.")
 def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device, data_dir, synthetic, amp,
-            channels_last, metrics, no_metrics, metrics_every, trial_timeout, executor, address, gpus_per_trial,
-            cpus_per_trial) -> None:
+            channels_last, metrics, no_metrics, metrics_every, trial_timeout, workers, torch_threads, alone,
+            claim_ttl, executor, address, gpus_per_trial, cpus_per_trial, ray_timeout) -> None:
     """Run optimizers on tasks and write one Parquet row per trial under --results."""
-    from optbench.executor import run_local
+    from optbench.executor import LocalOptions, run_local
     from optbench.planner import plan
     from optbench.runner import RunSettings
     from optbench.store import Store
@@ -90,9 +122,15 @@ def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device,
         from optbench.executor_ray import run_ray
 
         outcome = run_ray(trials, store, registry, settings, force=force, console=err_console, address=address,
-                          gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial)
+                          gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+                          connect_timeout_s=ray_timeout, claim_ttl_s=claim_ttl)
     else:
-        outcome = run_local(trials, store, registry, settings, force=force, console=err_console)
+        def runs_alone(trial) -> bool:
+            return any(fnmatch.fnmatch(trial.optimizer, p) or fnmatch.fnmatch(trial.task, p) for p in alone)
+
+        local = LocalOptions(workers=workers, threads=torch_threads, alone=runs_alone if alone else None,
+                             claim_ttl_s=claim_ttl)
+        outcome = run_local(trials, store, registry, settings, force=force, console=err_console, options=local)
     if outcome.busy:
         err_console.print(f"[yellow]{len(outcome.busy)} trial(s) are being run by another optbench process on "
                           f"{results}[/yellow]; re-run later to pick up any it leaves unfinished.")
