@@ -137,6 +137,8 @@ class PairRow:
     mean_b: float
     difference: Interval  # a − b, sign as measured (not flipped for direction)
     verdict: str
+    a_trials: list[str] = field(default_factory=list)  # the trial ids behind each side (curves on the study page)
+    b_trials: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -160,8 +162,10 @@ def _pair(task: str, a_rows: pd.DataFrame, b_rows: pd.DataFrame, metric: str, hi
     else:
         a_better = (diff.estimate > 0) == higher
         verdict = f"{a_name if a_better else b_name} better"
+    ids = [str(t) for t in a_rows.loc[a_rows["seed"].isin(seeds), "trial_id"]] if "trial_id" in a_rows else []
+    b_ids = [str(t) for t in b_rows.loc[b_rows["seed"].isin(seeds), "trial_id"]] if "trial_id" in b_rows else []
     return PairRow(task, metric, higher, diff.n, float(a_by_seed.loc[seeds].mean()) if seeds else math.nan,
-                   float(b_by_seed.loc[seeds].mean()) if seeds else math.nan, diff, verdict)
+                   float(b_by_seed.loc[seeds].mean()) if seeds else math.nan, diff, verdict, ids, b_ids)
 
 
 def run_pairwise(study: Study, trials: pd.DataFrame) -> PairwiseResult:

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import json
 
+from _study_data import write_ab_results, write_studies
 from click.testing import CliRunner
 
 from optbench.cli import main
-from optbench.store import Store
-
-
-def _write(root, task, opt, seed, acc):
-    row = dict(trial_id=f"{task}-{opt}-{seed}", task=task, preset="smoke", optimizer=opt, seed=seed, status="ok",
-               synthetic=False, dataset="real", hparams=json.dumps({"lr": 1e-3}), target_name="val_accuracy",
-               final_test_accuracy=acc, final_test_loss=1 - acc, final_train_loss=0.2)
-    Store(root).write(row, [])
 
 
 def test_report_lists_and_answers(tmp_path):
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    (studies / "ab.json").write_text(json.dumps({"id": "ab", "kind": "pairwise", "question": "Is a better than b?",
-                                                 "a": "a", "b": "b", "minimum_seeds": 3}))
-    for seed in range(4):
-        _write(tmp_path / "r", "t", "a", seed, 0.9 + 0.001 * seed)
-        _write(tmp_path / "r", "t", "b", seed, 0.8 + 0.001 * seed)
+    studies = write_studies(tmp_path / "studies")
+    write_ab_results(tmp_path / "r")
     runner = CliRunner()
     listed = runner.invoke(main, ["report", "--studies", str(studies)], terminal_width=80)
     assert listed.exit_code == 0 and "Is a better than b?" in listed.output

@@ -11,16 +11,28 @@ from optbench.errors import OptbenchError
 
 PUBLISHED_RESULTS = Path("leaderboard/results")
 PUBLISHED_SITE = Path("leaderboard/site")
+PUBLISHED_STUDIES = Path("leaderboard/studies")
+STUDIES_OPTION = click.option("--studies", "studies_dir", default=None, type=click.Path(path_type=Path),
+                              help="Directory of study files (*.json); default: leaderboard/studies if present.")
 
 
-def _build(cli: CliContext, results: Path, out: Path) -> None:
+def _studies(directory: Path | None) -> list:
+    """The declared studies: from --studies, else the repository's leaderboard/studies when it is there."""
+    from optbench.studies import load_studies
+
+    if directory is None:
+        return load_studies(PUBLISHED_STUDIES) if PUBLISHED_STUDIES.is_dir() else []
+    return load_studies(directory)
+
+
+def _build(cli: CliContext, results: Path, out: Path, studies_dir: Path | None = None) -> None:
     from optbench.leaderboard.site import build_site
 
     console = cli.err_console
     if not results.is_dir():
         raise OptbenchError(f"no results directory at {results}.",
                             "Run `optbench run ... --results DIR` first, or pass --results.")
-    board, pages = build_site(results, out, cli.optional_registry())
+    board, pages = build_site(results, out, cli.optional_registry(), _studies(studies_dir))
     for problem in board.read_problems:
         console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
     n_bad = int((board.trials["status"] != "ok").sum()) if not board.empty else 0
@@ -37,20 +49,22 @@ def leaderboard() -> None:
 @click.option("--results", default="optbench-results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default="leaderboard-site", show_default=True, type=click.Path(path_type=Path),
               help="Directory for the site (replaced if it holds a previous build).")
-def build_cmd(results: Path, out: Path) -> None:
+@STUDIES_OPTION
+def build_cmd(results: Path, out: Path, studies_dir: Path | None) -> None:
     """Render RESULTS (Parquet) into a self-contained static site under OUT."""
-    _build(cli_context(), results, out)
+    _build(cli_context(), results, out, studies_dir)
 
 
 @leaderboard.command("publish")
 @click.option("--results", default=str(PUBLISHED_RESULTS), show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default=str(PUBLISHED_SITE), show_default=True, type=click.Path(path_type=Path))
-def publish_cmd(results: Path, out: Path) -> None:
+@STUDIES_OPTION
+def publish_cmd(results: Path, out: Path, studies_dir: Path | None) -> None:
     """Rebuild the published board from leaderboard/results (scripts/publish-leaderboard reruns the grid first)."""
     if not results.is_dir():
         raise OptbenchError(f"no published results at {results}.",
                             "Run scripts/publish-leaderboard from the repository root to run the grid first.")
-    _build(cli_context(), results, out)
+    _build(cli_context(), results, out, studies_dir)
 
 
 @leaderboard.command("serve")

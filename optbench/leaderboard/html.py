@@ -127,7 +127,8 @@ def table(headers: Sequence[tuple[str, str]], rows: Sequence[Sequence[Cell]], ta
 
 
 # --- the page shell --------------------------------------------------------------------------------
-NAV = [("index.html", "Overview"), ("curves.html", "Training curves"), ("geometry.html", "Geometry")]
+NAV = [("index.html", "Overview"), ("studies.html", "Studies"), ("curves.html", "Training curves"),
+       ("geometry.html", "Geometry")]
 
 
 def page(title: str, body: str, meta_line: str, current: str = "", plots: bool = False) -> str:

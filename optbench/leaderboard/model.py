@@ -30,6 +30,7 @@ class Board:
     built_at: str = ""
     ratios: pd.DataFrame = field(default_factory=pd.DataFrame)  # problem x optimizer performance ratios
     ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
+    studies: list[Any] = field(default_factory=list)  # optbench.studies.Study: questions the board answers
 
     @property
     def empty(self) -> bool:

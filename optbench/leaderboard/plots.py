@@ -16,6 +16,9 @@ import pandas as pd
 from optbench.leaderboard import profile
 from optbench.leaderboard.html import esc
 
+#: ten clearly distinct colours (Tableau 10) for the lines a figure highlights; the rest are drawn grey
+HIGHLIGHT = ["#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f",
+             "#111111"]
 #: points per curve line at most (evenly spaced over the logged steps)
 MAX_POINTS = 120
 #: curve lines drawn at first (the task's best by rank); the rest are one legend click away

@@ -15,6 +15,7 @@ from optbench.errors import OptbenchError
 from optbench.leaderboard import pages
 from optbench.leaderboard.model import Board, load_board
 from optbench.leaderboard.static import SITE_CSS, SITE_JS
+from optbench.leaderboard.study_pages import render_studies
 
 MARKER = ".optbench-leaderboard"  # only a directory we built (or an empty one) is ever replaced
 
@@ -37,6 +38,7 @@ def render(board: Board) -> dict[str, str]:
         files[pages.task_href(task)] = pages.task_page(board, task)
     for opt in board.optimizers:
         files[pages.optimizer_href(opt)] = pages.optimizer_page(board, opt)
+    files.update(render_studies(board, board.studies, pages.meta_line(board)))
     return files
 
 
@@ -66,7 +68,10 @@ def write_site(board: Board, out: str | Path) -> list[Path]:
     return [out / rel for rel in files]
 
 
-def build_site(results: str | Path, out: str | Path, registry: Any = None) -> tuple[Board, list[Path]]:
-    """Read `results`, render and write the site to `out`; returns the board and the pages written."""
+def build_site(results: str | Path, out: str | Path, registry: Any = None,
+               studies: list[Any] | None = None) -> tuple[Board, list[Path]]:
+    """Read `results`, render and write the site to `out` (with a page per study); returns the board and the
+    pages written."""
     board = load_board(results, registry)
+    board.studies = list(studies or [])
     return board, write_site(board, out)

@@ -23,6 +23,8 @@ h3 { font-size:1.05rem; margin:1.2rem 0 .4rem; }
 p.meta { color:var(--muted); margin:.2rem 0 1rem; font-size:.9rem; }
 p.lead { font-size:1.05rem; }
 .note { color:var(--muted); font-size:.9rem; }
+.answer { padding:.8rem 1rem; border-left:4px solid #4e79a7; background:#f1f5fb; border-radius:4px; margin:1rem 0; }
+ul.studies li { margin:.6rem 0; }
 .empty { padding:2rem; text-align:center; border:2px dashed var(--line); border-radius:8px; color:var(--muted);
          font-size:1.1rem; }
 .warnbox { border-left:4px solid var(--warn); background:#fffaeb; padding:.5rem 1rem; margin:1rem 0; }
