@@ -1,25 +1,22 @@
-"""MicroAdam (Modoranu et al. 2024) in pure torch: Adam statistics rebuilt from a window of sparse gradients, with
-4-bit error feedback, so the optimizer state is about 0.9 bytes per parameter instead of AdamW's 8.
+"""MicroAdam (Modoranu et al. 2024, arXiv:2405.15593; official code github.com/IST-DASLab/ISTA-DASLab-Optimizers
+with CUDA kernels in IST-DASLab/ISTA-DASLab-Optimizers-CUDA) in pure torch: Adam statistics rebuilt from a ring
+buffer of the last m sparse (top-k) gradients, with 4-bit error feedback, so the optimizer state is about 0.9 bytes
+per parameter instead of AdamW's 8.
 
-Per tensor (flattened, d entries, split into top-k blocks of `block_size`), at step t:
-    a   = g + Qinv(e)                                 error feedback (e is 4-bit, e = 0 at t = 1)
-    I,V = top-k of |a| in every block (k = ceil(density * block entries)), V = a[I]
-    ring buffer row (t-1) mod m <- (I, V)             indices int16 within the block, values bf16
-    a[I] = 0 ;  e <- Q(a)                             4-bit asymmetric quantisation per `quant_block_size` block:
-                          q = round(15 (a - min) / (max - min)),  Qinv(q) = min + q (max - min) / 15
-    z1 = sum_rows beta1^age V ;  z2 = sum_rows beta2^age V^2
-                          scattered to I; age = (t-1-row) mod m over rows < min(t, m)
-    u  = c1 z1 / (sqrt(c2 z2) + eps),  c_i = (1 - beta_i) / (1 - beta_i^t)
-    theta <- theta (1 - lr wd) - lr u
-This is the paper's Algorithm 1 and the official CUDA kernels' conventions (IST-DASLab/ISTA-DASLab-optimizers:
-age exponents, bias corrections, eps outside the square root, top-k of a before zeroing, quantisation range
-taken after zeroing). Differences, documented: the official stores the quantisation min/max in bf16 and the
-update in bf16; here min/max are float32 (8 bytes per quantisation block) and the update is computed in float32.
+The update rule, the official conventions it follows (block-wise top-k, the quantiser floor((x - min)/u + 0.5) with
+u = (max - min)/15, age exponents, bias corrections, eps outside the square root) and every deviation are in
+docs/optimizers.md (section MicroAdam); tests/fidelity/test_fid_microadam.py checks it against a transcription of
+the official code. Arithmetic runs in the parameter's dtype (float32 for half-precision parameters); the ring
+buffer values are stored in `value_dtype` (bf16, as the official).
+
+Why the update is applied sparsely: the window holds at most m*k = m*density*d entries, so the Adam statistics,
+the update and the parameter write touch only those (index_add into two zeroed work buffers, gather, scatter, and
+re-zeroing); the dense passes left are the error feedback, |a| for the top-k, and the quantiser.
 
 Invariant (tests/test_zoo_handcomputed.py): with density 1, ef_bits 0 (exact error feedback), float32 values and
 m >= the number of steps, the window holds every gradient and the update is exactly Adam's.
 
-State bytes per parameter: m*density*(2 index + 2 value) + 0.5 (packed 4-bit error) + 8/quant_block_size,
+State bytes per parameter: m*density*(2 index + 2 value) + 0.5 (packed 4-bit error) + 2*itemsize/quant_block_size,
 i.e. 0.90 B at the defaults, against 8 B for AdamW: what `optimizer_state_mb` reports.
 """
 
@@ -37,38 +34,57 @@ VALUE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32":
 LEVELS = 15  # 4 bits
 
 
-def quantize4(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Blockwise asymmetric 4-bit quantisation of a flat float tensor: (packed uint8, block min, block max)."""
+def compute_dtype(p: torch.Tensor) -> torch.dtype:
+    """The arithmetic dtype for a parameter: its own for float32/float64, float32 for half types."""
+    return p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _quant_views(x: torch.Tensor, block: int) -> list[torch.Tensor]:
+    """x (flat) as (full blocks, block) and, when there is one, (1, rest): the official block split."""
     d = x.numel()
-    nb = math.ceil(d / block)
-    pad = nb * block - d
-    xp = torch.nn.functional.pad(x, (0, pad)).view(nb, block)
-    if pad:  # padding must not widen the last block's range
-        last = x[(nb - 1) * block:]
-        lo = torch.cat([xp[:-1].amin(dim=1), last.amin().view(1)])
-        hi = torch.cat([xp[:-1].amax(dim=1), last.amax().view(1)])
-    else:
-        lo, hi = xp.amin(dim=1), xp.amax(dim=1)
-    span = hi - lo
-    scale = torch.where(span > 0, LEVELS / span, torch.zeros_like(span))
-    q = ((xp - lo[:, None]) * scale[:, None]).round_().clamp_(0, LEVELS).to(torch.uint8).view(-1)[:d]
+    full = d // block
+    views = [x[: full * block].view(full, block)] if full else []
+    if d - full * block:
+        views.append(x[full * block:].view(1, -1))
+    return views
+
+
+def quantize4_(x: torch.Tensor, block: int, packed: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
+    """The official 4-bit asymmetric block quantiser, code = floor((x - min) / u + 0.5) with u = (max - min) / 15,
+    written into `packed` (two codes per byte, even index in the high nibble) with the per-block range in lo, hi.
+    Destroys x (it becomes the codes). A block whose range is zero gets code 0."""
+    start = 0
+    for v in _quant_views(x, block):
+        n = v.shape[0]
+        torch.amin(v, dim=1, out=lo[start:start + n])
+        torch.amax(v, dim=1, out=hi[start:start + n])
+        unit = (hi[start:start + n] - lo[start:start + n]) / LEVELS
+        unit = torch.where(unit > 0, unit, torch.ones_like(unit))  # range 0: every entry is min, code 0
+        v.sub_(lo[start:start + n, None]).div_(unit[:, None]).add_(0.5).floor_()
+        start += n
+    d = x.numel()
+    even = x[0::2]
     if d % 2:
-        q = torch.cat([q, q.new_zeros(1)])
-    q = q.view(-1, 2)
-    packed = q[:, 0] | (q[:, 1] << 4)
-    return packed, lo, hi
+        packed[-1:].copy_(even[-1:] * 16)
+        even = even[:-1]
+    packed[: d // 2].copy_(even.mul_(16).add_(x[1::2]))
 
 
-def dequantize4(packed: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, d: int, block: int) -> torch.Tensor:
-    q = torch.stack([packed & 0x0F, packed >> 4], dim=1).view(-1)[:d].float()
-    nb = lo.numel()
-    q = torch.nn.functional.pad(q, (0, nb * block - d)).view(nb, block)
-    x = lo[:, None] + q * ((hi - lo) / LEVELS)[:, None]
-    return x.view(-1)[:d]
+def dequantize4_into(packed: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, block: int, out: torch.Tensor) -> None:
+    """out <- code * u + min per block (the official inverse quantiser, without the final += )."""
+    d = out.numel()
+    out[0::2].copy_(packed[: (d + 1) // 2] >> 4)
+    out[1::2].copy_(packed[: d // 2] & 0x0F)
+    start = 0
+    for v in _quant_views(out, block):
+        n = v.shape[0]
+        unit = (hi[start:start + n] - lo[start:start + n]) / LEVELS
+        v.mul_(unit[:, None]).add_(lo[start:start + n, None])
+        start += n
 
 
 class MicroAdam(torch.optim.Optimizer):
-    """Sparse-window Adam with 4-bit error feedback; see the module docstring."""
+    """Sparse-window Adam with 4-bit error feedback; see the module docstring and docs/optimizers.md."""
 
     def __init__(
         self,
@@ -87,7 +103,7 @@ class MicroAdam(torch.optim.Optimizer):
         if not 0 < density <= 1:
             raise ValueError(f"density must be in (0, 1], got {density}")
         if ef_bits not in (0, 4):
-            raise ValueError("ef_bits must be 4 (packed 4-bit error feedback) or 0 (exact float32 error feedback)")
+            raise ValueError("ef_bits must be 4 (packed 4-bit error feedback) or 0 (exact error feedback)")
         if value_dtype not in VALUE_DTYPES:
             raise ValueError(f"value_dtype must be one of {sorted(VALUE_DTYPES)}, got {value_dtype!r}")
         if lr <= 0 or m < 1 or block_size < 1 or quant_block_size < 1:
@@ -99,6 +115,8 @@ class MicroAdam(torch.optim.Optimizer):
         self.quant_block_size = int(quant_block_size)
         self.ef_bits = int(ef_bits)
         self.value_dtype = VALUE_DTYPES[value_dtype]
+        self._offsets_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._scratch: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
 
     def _layout(self, d: int) -> tuple[int, int, int, int]:
         """(block size, full blocks, k per full block, k of the last partial block) for a tensor of d entries."""
@@ -114,16 +132,17 @@ class MicroAdam(torch.optim.Optimizer):
         bsz, full, k_many, k_few = self._layout(d)
         k = full * k_many + k_few
         index_dtype = torch.int16 if bsz <= 2**15 else torch.int32
+        cdt = compute_dtype(p)
         state["step"] = 0
         state["I"] = torch.zeros(self.m, k, dtype=index_dtype, device=p.device)
         state["V"] = torch.zeros(self.m, k, dtype=self.value_dtype, device=p.device)
         if self.ef_bits == 4:
             nq = math.ceil(d / self.quant_block_size)
             state["error"] = torch.zeros(math.ceil(d / 2), dtype=torch.uint8, device=p.device)
-            state["qmin"] = torch.zeros(nq, dtype=torch.float32, device=p.device)
-            state["qmax"] = torch.zeros(nq, dtype=torch.float32, device=p.device)
+            state["qmin"] = torch.zeros(nq, dtype=cdt, device=p.device)
+            state["qmax"] = torch.zeros(nq, dtype=cdt, device=p.device)
         else:
-            state["error"] = torch.zeros(d, dtype=torch.float32, device=p.device)
+            state["error"] = torch.zeros(d, dtype=cdt, device=p.device)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch casts every state tensor of a floating-point parameter to the parameter's dtype on load, which
@@ -139,19 +158,44 @@ class MicroAdam(torch.optim.Optimizer):
                     self.state[p][key] = value.to(device=p.device, copy=True)
 
     def _offsets(self, d: int, device: torch.device) -> torch.Tensor:
-        """Start index of the block each of the k columns belongs to (recomputed: not worth state bytes)."""
-        bsz, full, k_many, k_few = self._layout(d)
-        cols = torch.arange(full * k_many + k_few, device=device)
-        return torch.div(cols, k_many, rounding_mode="floor").clamp_(max=full) * bsz
+        """Start index of the block each of the k columns belongs to (cached per size: not worth state bytes)."""
+        key = (d, device)
+        if key not in self._offsets_cache:
+            bsz, full, k_many, k_few = self._layout(d)
+            cols = torch.arange(full * k_many + k_few, device=device)
+            self._offsets_cache[key] = torch.div(cols, k_many, rounding_mode="floor").clamp_(max=full) * bsz
+        return self._offsets_cache[key]
 
-    def _topk(self, a: torch.Tensor) -> torch.Tensor:
+    def _work(self, d: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Three reused work buffers of >= d entries: a (the error-fed gradient), |a|, and a zeroed accumulator
+        pair for the window statistics (kept zero between uses). Fresh temporaries per tensor would page-fault."""
+        key = (device, dtype)
+        bufs = self._scratch.get(key)
+        if bufs is None or bufs[0].numel() < d:
+            bufs = [torch.empty(d, device=device, dtype=dtype), torch.empty(d, device=device, dtype=dtype),
+                    torch.zeros(d, device=device, dtype=dtype), torch.zeros(d, device=device, dtype=dtype)]
+            self._scratch[key] = bufs
+        return [b[:d] for b in bufs]
+
+    def _window_weights(self, t: int, beta1: float, beta2: float, dtype: torch.dtype,
+                        device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """beta_i^((t - 1 - row) mod m) for the live rows, as (rows, 1) columns (cached for the step's tensors)."""
+        key = (t, beta1, beta2, dtype, device)
+        if getattr(self, "_weights_key", None) != key:
+            live = range(min(t, self.m))
+            w = [[b ** ((t - 1 - r) % self.m) for r in live] for b in (beta1, beta2)]
+            self._weights = tuple(torch.tensor(x, dtype=dtype, device=device)[:, None] for x in w)
+            self._weights_key = key
+        return self._weights  # type: ignore[return-value]
+
+    def _topk(self, a_abs: torch.Tensor) -> torch.Tensor:
         """Local (within-block) indices of the per-block top-k of |a|, shape (k,)."""
-        d = a.numel()
+        d = a_abs.numel()
         bsz, full, k_many, k_few = self._layout(d)
-        parts = [torch.topk(a[: full * bsz].abs().view(full, bsz), k_many, dim=1, sorted=False).indices.view(-1)]
+        parts = [torch.topk(a_abs[: full * bsz].view(full, bsz), k_many, dim=1, sorted=False).indices.view(-1)]
         if k_few:
-            parts.append(torch.topk(a[full * bsz:].abs(), k_few, sorted=False).indices)
-        return torch.cat(parts)
+            parts.append(torch.topk(a_abs[full * bsz:], k_few, sorted=False).indices)
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -169,42 +213,53 @@ class MicroAdam(torch.optim.Optimizer):
                 if not state:
                     self._init_state(p, state)
                 state["step"] += 1
-                t = state["step"]
-                d = p.numel()
-                offsets = self._offsets(d, p.device)
-                # error feedback: a = g + Qinv(e)
-                if self.ef_bits == 4:
-                    a = p.grad.detach().reshape(-1).float() + dequantize4(
-                        state["error"], state["qmin"], state["qmax"], d, self.quant_block_size)
-                else:
-                    a = p.grad.detach().reshape(-1).float() + state["error"]
-                local = self._topk(a)
-                gidx = local + offsets
-                row = (t - 1) % self.m
-                state["I"][row] = local.to(state["I"].dtype)
-                state["V"][row] = a[gidx].to(self.value_dtype)
-                a[gidx] = 0.0
-                if self.ef_bits == 4:
-                    state["error"], state["qmin"], state["qmax"] = quantize4(a, self.quant_block_size)
-                else:
-                    state["error"].copy_(a)
-                # Adam statistics from the window
-                rows = torch.arange(self.m, device=p.device)
-                age = torch.remainder(t - 1 - rows, self.m).double()
-                live = (rows < min(t, self.m)).double()
-                w1 = (beta1**age * live).float()
-                w2 = (beta2**age * live).float()
-                vals = state["V"].float()
-                all_idx = (state["I"].long() + offsets).view(-1)
-                z1 = torch.zeros(d, device=p.device).index_add_(0, all_idx, (vals * w1[:, None]).view(-1))
-                z2 = torch.zeros(d, device=p.device).index_add_(0, all_idx, (vals * vals * w2[:, None]).view(-1))
-                c1 = (1 - beta1) / (1 - beta1**t)
-                c2 = (1 - beta2) / (1 - beta2**t)
-                update = z1.mul_(c1).div_(z2.mul_(c2).sqrt_().add_(eps))
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(update.view_as(p).to(p.dtype), alpha=-lr)
+                self._update(p, state, lr, eps, wd, beta1, beta2)
         return loss
+
+    def _update(self, p: torch.Tensor, state: dict[str, Any], lr: float, eps: float, wd: float, beta1: float,
+                beta2: float) -> None:
+        t = state["step"]
+        d = p.numel()
+        cdt = compute_dtype(p)
+        a, a_abs, z1, z2 = self._work(d, p.device, cdt)
+        offsets = self._offsets(d, p.device)
+        grad = p.grad.detach().reshape(-1)
+        # error feedback: a = g + Q^-1(e)
+        if self.ef_bits == 4:
+            dequantize4_into(state["error"], state["qmin"], state["qmax"], self.quant_block_size, a)
+            a.add_(grad)
+        else:
+            torch.add(state["error"], grad, out=a)
+        local = self._topk(torch.abs(a, out=a_abs))
+        gidx = local + offsets
+        row = (t - 1) % self.m
+        state["I"][row] = local.to(state["I"].dtype)
+        state["V"][row] = a.index_select(0, gidx).to(self.value_dtype)
+        a.index_fill_(0, gidx, 0.0)
+        if self.ef_bits == 4:
+            quantize4_(a, self.quant_block_size, state["error"], state["qmin"], state["qmax"])
+        else:
+            state["error"].copy_(a)
+        if wd:
+            p.mul_(1 - lr * wd)
+        # Adam statistics from the window, only where the window has entries (the update is sparse)
+        live = min(t, self.m)
+        w1, w2 = self._window_weights(t, beta1, beta2, cdt, p.device)
+        vals = state["V"][:live].to(cdt)
+        idx = (state["I"][:live].long() + offsets).view(-1)
+        z1.index_add_(0, idx, (w1 * vals).view(-1))
+        z2.index_add_(0, idx, (w2 * vals).mul_(vals).view(-1))
+        c1 = (1 - beta1) / (1 - beta1**t)
+        c2 = (1 - beta2) / (1 - beta2**t)
+        m_hat = z1.index_select(0, idx).mul_(c1)
+        update = m_hat.div_(z2.index_select(0, idx).mul_(c2).sqrt_().add_(eps))
+        z1.index_fill_(0, idx, 0.0)
+        z2.index_fill_(0, idx, 0.0)
+        flat = p.view(-1) if p.is_contiguous() else None
+        if flat is None:
+            raise RuntimeError("MicroAdam needs contiguous parameters")
+        # duplicate indices (an entry in several rows) all write the same value, so the order does not matter
+        flat.index_copy_(0, idx, torch.add(flat.index_select(0, idx), update.to(p.dtype), alpha=-lr))
 
 
 def _build(params: Iterable[Any], **hp: Any) -> MicroAdam:
