@@ -1,7 +1,8 @@
 """The performance-regression gate: compares a candidate results root with a baseline, cell by cell.
 
-A cell is one (task, preset, optimizer). Every number comes from `summary.summarize()`, the same
-function behind `optbench results` and the leaderboard, so the gate never disagrees with them.
+A cell is one (task, preset, optimizer, configuration) (summary.GROUP). Every number comes from
+`summary.summarize()`, the same function behind `optbench results` and the leaderboard, so the gate never
+disagrees with them. Seeds of different configurations are never pooled: a learning-rate change is a new cell.
 
 Why these rules:
 - Quality is judged against the seed noise: a candidate is worse only when its mean final metric is
@@ -11,6 +12,8 @@ Why these rules:
   so a slower CI machine (everything slower alike) passes while a slower optimizer fails.
 - Failed trials and trials that diverge where the baseline did not are regressions; seeds or cells
   missing from the candidate are reported as warnings (a PR may run a subset of the leaderboard).
+- A candidate cell the baseline lacks (a new optimizer or configuration) is listed as "new" with its numbers:
+  it cannot regress against nothing, and it is never silently dropped.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ import pandas as pd
 
 from optbench.errors import OptbenchError
 from optbench.store import Store
-from optbench.summary import GROUP, summarize
+from optbench.summary import GROUP, cell_key, summarize
 
-PASS, WARNING, REGRESSION, SKIPPED = "pass", "warning", "regression", "skipped"
-_RANK = {PASS: 0, SKIPPED: 0, WARNING: 1, REGRESSION: 2}
+PASS, WARNING, REGRESSION, SKIPPED, NEW = "pass", "warning", "regression", "skipped", "new"
+_RANK = {PASS: 0, SKIPPED: 0, NEW: 0, WARNING: 1, REGRESSION: 2}
 #: the step-time ratio's denominator (summary.add_step_time_ratio's default)
 SPEED_BASELINE = "adamw"
 
@@ -59,6 +62,8 @@ class CellVerdict:
     task: str
     preset: str
     optimizer: str
+    config_id: str = ""
+    config: str = ""  # the configuration's readable label (optbench/config.py)
     baseline_seeds: str = ""  # "ok/seeds"
     candidate_seeds: str = ""
     metric: str | None = None  # final_test_accuracy or final_test_loss
@@ -76,6 +81,8 @@ class CellVerdict:
 
     @property
     def status(self) -> str:
+        if any(c.status == NEW for c in self.checks):
+            return NEW
         return max((c.status for c in self.checks), key=_RANK.__getitem__, default=PASS)
 
     def check(self, kind: str) -> Check | None:
@@ -88,9 +95,10 @@ class GateReport:
     candidate: str
     tolerances: Tolerances
     cells: list[CellVerdict]
-    only_baseline: list[tuple[str, str, str]] = field(default_factory=list)
-    only_candidate: list[tuple[str, str, str]] = field(default_factory=list)
+    only_baseline: list[tuple[str, ...]] = field(default_factory=list)  # summary.GROUP keys
+    only_candidate: list[tuple[str, ...]] = field(default_factory=list)  # also in `cells`, with status "new"
     problems: list[str] = field(default_factory=list)
+    labels: dict[tuple[str, ...], str] = field(default_factory=dict)  # cell key -> configuration label
 
     @property
     def regressions(self) -> list[CellVerdict]:
@@ -118,8 +126,10 @@ class GateReport:
             "tolerances": asdict(self.tolerances),
             "regressions": len(self.regressions),
             "cells": cells,
-            "only_baseline": [dict(zip(GROUP, k, strict=True)) for k in self.only_baseline],
-            "only_candidate": [dict(zip(GROUP, k, strict=True)) for k in self.only_candidate],
+            "only_baseline": [{**dict(zip(GROUP, k, strict=True)), "config": self.labels.get(k)}
+                              for k in self.only_baseline],
+            "only_candidate": [{**dict(zip(GROUP, k, strict=True)), "config": self.labels.get(k)}
+                               for k in self.only_candidate],
             "problems": list(self.problems),
         }
 
@@ -226,25 +236,42 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, tol: Tolerances | N
         raise OptbenchError(f"the baseline {baseline_name} has no trials.", "Point --baseline at a results root.")
     if cand_sum.empty:
         raise OptbenchError(f"the candidate {candidate_name} has no trials.", "Point --candidate at a results root.")
-    base_idx = {tuple(r[g] for g in GROUP): r for _, r in base_sum.iterrows()}
-    cand_idx = {tuple(r[g] for g in GROUP): r for _, r in cand_sum.iterrows()}
+    base_idx = {cell_key(r): r for _, r in base_sum.iterrows()}
+    cand_idx = {cell_key(r): r for _, r in cand_sum.iterrows()}
+    labels = {k: str(r["config"]) for k, r in [*base_idx.items(), *cand_idx.items()]}
     shared = sorted(set(base_idx) & set(cand_idx))
+    new = sorted(set(cand_idx) - set(base_idx))
     if not shared:
         raise OptbenchError(
-            f"no (task, preset, optimizer) appears in both {baseline_name} and {candidate_name}.",
-            "Run the candidate on the baseline's tasks, preset and optimizers (see `optbench results`).",
+            f"no (task, preset, optimizer, configuration) appears in both {baseline_name} and {candidate_name}.",
+            "Run the candidate on the baseline's tasks, preset, optimizers and hyperparameters "
+            "(see `optbench results`).",
         )
     cells = []
-    for key in shared:
-        b, c = base_idx[key], cand_idx[key]
-        cell = CellVerdict(*key, baseline_seeds=f"{int(b['ok'])}/{int(b['seeds'])}",
-                           candidate_seeds=f"{int(c['ok'])}/{int(c['seeds'])}")
-        cell.checks = [_quality_check(cell, b, c, tol), _speed_check(cell, b, c, tol), _trials_check(cell, b, c)]
+    for key in sorted(shared + new):
+        b, c = base_idx.get(key), cand_idx[key]
+        cell = CellVerdict(*key, config=labels[key], baseline_seeds=f"{int(b['ok'])}/{int(b['seeds'])}" if b is not None
+                           else "—", candidate_seeds=f"{int(c['ok'])}/{int(c['seeds'])}")
+        if b is None:
+            _new_cell(cell, c)
+        else:
+            cell.checks = [_quality_check(cell, b, c, tol), _speed_check(cell, b, c, tol), _trials_check(cell, b, c)]
         cells.append(cell)
     return GateReport(
         baseline=baseline_name, candidate=candidate_name, tolerances=tol, cells=cells,
-        only_baseline=sorted(set(base_idx) - set(cand_idx)), only_candidate=sorted(set(cand_idx) - set(base_idx)),
+        only_baseline=sorted(set(base_idx) - set(cand_idx)), only_candidate=new, labels=labels,
     )
+
+
+def _new_cell(cell: CellVerdict, cand: pd.Series) -> None:
+    """A cell only the candidate has: its own numbers, nothing to compare them with."""
+    metric, higher = _choose_metric(cand, cand)
+    if metric is not None:
+        cell.metric, cell.higher_is_better = metric, higher
+        cell.candidate_mean = _num(cand.get(f"{metric}_mean"))
+        cell.candidate_std = _num(cand.get(f"{metric}_std"))
+    cell.candidate_ratio = _num(cand.get("step_time_ratio"))
+    cell.checks = [Check("baseline", NEW, "new: not in the baseline (nothing to compare with)")]
 
 
 def _read(root: Path, role: str, skip_bad: bool) -> tuple[pd.DataFrame, list[str]]:
@@ -273,7 +300,7 @@ def run_gate(baseline: str | Path, candidate: str | Path, tol: Tolerances | None
 
 
 # --- Markdown (for $GITHUB_STEP_SUMMARY) ----------------------------------------------------------
-_ICON = {PASS: "✅", WARNING: "⚠️", REGRESSION: "❌", SKIPPED: "➖"}
+_ICON = {PASS: "✅", WARNING: "⚠️", REGRESSION: "❌", SKIPPED: "➖", NEW: "🆕"}
 
 
 def fmt_value(mean: float | None, std: float | None) -> str:
@@ -283,6 +310,8 @@ def fmt_value(mean: float | None, std: float | None) -> str:
 
 
 def fmt_ratio(cell: CellVerdict) -> str:
+    if cell.baseline_ratio is None and cell.candidate_ratio is not None:
+        return f"{cell.candidate_ratio:.2f}"
     if cell.baseline_ratio is None or cell.candidate_ratio is None:
         return "—"
     return f"{cell.baseline_ratio:.2f} → {cell.candidate_ratio:.2f} ({cell.ratio_growth:+.0%})"
@@ -290,8 +319,13 @@ def fmt_ratio(cell: CellVerdict) -> str:
 
 def notes(cell: CellVerdict) -> str:
     """What a reader must see: regressions and warnings; 'skipped' reasons only when nothing else is said."""
-    loud = [c.detail for c in cell.checks if c.status in (REGRESSION, WARNING)]
+    loud = [c.detail for c in cell.checks if c.status in (REGRESSION, WARNING, NEW)]
     return "; ".join(loud or [c.detail for c in cell.checks if c.status == SKIPPED])
+
+
+def cell_name(report: GateReport, key: tuple[str, ...]) -> str:
+    """task/preset:configuration label."""
+    return f"{key[0]}/{key[1]}:{report.labels.get(key, key[2])}"
 
 
 def _md_escape(text: str) -> str:
@@ -316,17 +350,17 @@ def to_markdown(report: GateReport) -> str:
         metric = c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—"
         worse = "—" if c.worse_by is None else f"{c.worse_by:.3g} ({c.allowed:.3g})"
         lines.append(
-            f"| {_md_escape(c.task)}/{_md_escape(c.preset)} | {_md_escape(c.optimizer)} | "
+            f"| {_md_escape(c.task)}/{_md_escape(c.preset)} | {_md_escape(c.config or c.optimizer)} | "
             f"{c.baseline_seeds} → {c.candidate_seeds} | {metric} | {fmt_value(c.baseline_mean, c.baseline_std)} | "
             f"{fmt_value(c.candidate_mean, c.candidate_std)} | {worse} | {fmt_ratio(c)} | "
             f"{_ICON[c.status]} {c.status} | {_md_escape(notes(c))} |"
         )
     if report.only_baseline:
         lines += ["", f"⚠️ {len(report.only_baseline)} baseline cell(s) not run by the candidate: "
-                  + ", ".join(f"`{t}/{p}:{o}`" for t, p, o in report.only_baseline)]
+                  + ", ".join(f"`{_md_escape(cell_name(report, k))}`" for k in report.only_baseline)]
     if report.only_candidate:
-        lines += ["", f"ℹ️ {len(report.only_candidate)} new cell(s) with no baseline: "
-                  + ", ".join(f"`{t}/{p}:{o}`" for t, p, o in report.only_candidate)]
+        lines += ["", f"🆕 {len(report.only_candidate)} new cell(s) with no baseline (listed above with their "
+                  "numbers): " + ", ".join(f"`{_md_escape(cell_name(report, k))}`" for k in report.only_candidate)]
     if report.problems:
         lines += ["", "Skipped files:"] + [f"- {_md_escape(p)}" for p in report.problems]
     return "\n".join(lines) + "\n"

@@ -28,6 +28,8 @@ from optbench.errors import NotApplicable, OptbenchError
 from optbench.measure import compute_metrics
 from optbench.registry import Registered, Registry
 from optbench.specs import MetricWhen, Needs, OptimizerSpec, TaskInstance
+from optbench.config import config_label, normalise_schedule
+from optbench.schedules import LRScheduler
 from optbench.trial import Trial, canonical_json
 
 #: a loss this many times the first one counts as exploding
@@ -118,6 +120,11 @@ def base_row(trial: Trial, registry: Registry, settings: RunSettings, device: to
         "task_plugin": task.distribution if task else None,
         "hparams": canonical_json(trial.hparams),
         "options": canonical_json(trial.options),
+        "config_id": trial.config_id,
+        "config": config_label(trial.optimizer, trial.hparams, trial.schedule, opt.spec.defaults if opt else None),
+        "schedule": canonical_json(normalise_schedule(trial.schedule)),
+        "study": trial.study or None,
+        "study_role": trial.study_role or None,
         "seed": trial.seed,
         "status": "failed",
         "optbench_version": optbench.__version__,
@@ -193,6 +200,7 @@ def _train(
         if spec.wants_model and task.model is None:
             raise NotApplicable(f"optimizer {spec.name!r} needs a model, and task {trial.task!r} has none")
         optimizer = spec.build(params, **trial.hparams, **extra)
+        scheduler = LRScheduler(optimizer, trial.schedule, task.budget)
     except NotApplicable:
         raise
     except Exception as exc:
@@ -249,6 +257,7 @@ def _train(
     quality: dict[str, float] = {}
     for step in range(1, task.budget + 1):
         closure.batch = next(stream)
+        scheduler.set_step(step)
         _sync(device)
         t0 = time.perf_counter()
         try:

@@ -42,7 +42,9 @@ TRIAL_SCHEMA = pa.schema(
     [
         ("trial_id", _S), ("run_id", _S), ("task", _S), ("preset", _S), ("dataset", _S), ("synthetic", pa.bool_()),
         ("optimizer", _S), ("plugin", _S), ("plugin_version", _S), ("task_plugin", _S), ("hparams", _S),
-        ("options", _S), ("seed", _I), ("status", _S), ("error", _S), ("diverged_step", _I),
+        ("options", _S), ("config_id", _S), ("config", _S), ("schedule", _S), ("study", _S), ("study_role", _S),
+        ("config_rank", _I), ("selected", pa.bool_()), ("study_budget", _I), ("search_space", _S),
+        ("seed", _I), ("status", _S), ("error", _S), ("diverged_step", _I),
         ("steps", _I), ("budget", _I), ("wall_time_s", _F), ("train_time_s", _F), ("step_time_ms", _F),
         ("optimizer_step_ms", _F), ("steps_per_s", _F), ("examples_per_s", _F),
         ("forward_passes", _F), ("backward_passes", _F),

@@ -1,66 +1,154 @@
-"""Aggregates trial rows over seeds: mean and spread per (task, preset, optimizer).
+"""Aggregates trial rows over seeds: mean and spread per cell = (task, preset, optimizer, configuration).
 
-Shared by `optbench results`, the leaderboard and the gate so that all three agree on every number.
+Shared by `optbench results`, `results --json`, the leaderboard and the gate so that all of them agree on
+every number and on what a cell is: seeds aggregate only inside one configuration (optbench/config.py).
+Rows written before configurations were recorded get `config_id`/`config` derived from their `hparams`.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-GROUP = ["task", "preset", "optimizer"]
+from optbench.config import CONSTANT, config_id, config_label
+
+#: what a cell is; every consumer groups by exactly this
+GROUP = ["task", "preset", "optimizer", "config_id"]
 #: columns summarised as mean and standard deviation over the seeds whose status is ok
 MEAN_COLUMNS = [
-    "final_train_loss", "final_test_loss", "final_test_accuracy", "final_val_loss", "final_val_accuracy",
-    "time_to_target_s", "steps_to_target",
-    "step_time_ms", "optimizer_step_ms", "sharpness", "hessian_trace", "entropy_gap", "entropy_gap_alpha2",
-    "optimizer_state_mb", "wall_time_s",
+    "final_train_loss", "final_val_loss", "final_val_accuracy", "final_test_loss", "final_test_accuracy",
+    "time_to_target_s", "steps_to_target", "step_time_ms", "optimizer_step_ms", "sharpness", "hessian_trace",
+    "entropy_gap", "entropy_gap_alpha2", "optimizer_state_mb", "wall_time_s",
 ]
+#: statuses counted per cell besides ok
+STATUSES = ("diverged", "failed", "timeout", "crashed")
 
 
-def summarize(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, preset, optimizer): seed counts by status, mean/std of every MEAN_COLUMN over
-    ok seeds, how many seeds reached the target, and the step-time ratio to adamw in the same run."""
+def _json(text: Any) -> dict[str, Any]:
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def with_configs(trials: pd.DataFrame, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """`trials` with `config_id` and `config` filled in on every row. Rows that lack them (written before
+    configurations were recorded) get them from `hparams` and `schedule`: the id exactly as the runner computes
+    it; the label against `defaults[optimizer]` when given, else against the values shared by all of that
+    optimizer's configurations in `trials` (one configuration: the bare name)."""
+    t = trials.copy()
+    for col in ("config_id", "config", "schedule", "study", "study_role"):
+        if col not in t.columns:
+            t[col] = None
+    if t.empty:
+        return t
+    missing = t["config_id"].isna() | (t["config_id"].astype(str) == "")
+    if missing.any():
+        sub = t[missing]
+        hps = [_json(h) for h in sub["hparams"]]
+        scheds = [_json(s) or dict(CONSTANT) for s in sub["schedule"]]
+        t.loc[missing, "config_id"] = [config_id(o, h, s) for o, h, s in zip(sub["optimizer"], hps, scheds,
+                                                                              strict=True)]
+    unlabelled = t["config"].isna() | (t["config"].astype(str) == "")
+    if unlabelled.any():
+        labels: dict[str, str] = {}
+        for opt, grp in t[unlabelled].groupby("optimizer", sort=False):
+            firsts = grp.drop_duplicates("config_id")
+            hps = [_json(h) for h in firsts["hparams"]]
+            ref = dict(defaults[opt]) if defaults is not None and opt in defaults else _shared(hps)
+            for cid, hp, sched in zip(firsts["config_id"], hps, firsts["schedule"], strict=True):
+                labels[cid] = config_label(str(opt), hp, _json(sched), ref)
+        t.loc[unlabelled, "config"] = [labels[c] for c in t.loc[unlabelled, "config_id"]]
+    return t
+
+
+def _shared(hparams: list[dict[str, Any]]) -> dict[str, Any]:
+    """The key/values every configuration has in common: what a derived label leaves out."""
+    if not hparams:
+        return {}
+    common = dict(hparams[0])
+    for hp in hparams[1:]:
+        common = {k: v for k, v in common.items() if k in hp and hp[k] == v}
+    return common
+
+
+def summarize(trials: pd.DataFrame, include_search: bool = False,
+              defaults: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per cell (GROUP): seed counts by status, mean/std of every MEAN_COLUMN over ok seeds, how many
+    seeds reached the target, the step-time ratio to adamw in the same run, and the tuning facts (study, the
+    configuration's rank, whether it was selected, `tuned` when these are a study's fresh-seed re-runs).
+
+    A tuning study's search trials are left out unless `include_search`: their one seed chose the configuration,
+    so averaging it with the fresh seeds would report the selection's luck."""
+    trials = with_configs(trials, defaults)
+    if not include_search and not trials.empty:
+        trials = trials[trials["study_role"].fillna("") != "search"]
     if trials.empty:
-        return pd.DataFrame(columns=[*GROUP, "seeds", "ok"])
+        return pd.DataFrame(columns=[*GROUP, "config", "seeds", "ok"])
     trials = trials.copy()
     trials["ok"] = trials["status"] == "ok"
     rows: list[dict[str, Any]] = []
     for key, grp in trials.groupby(GROUP, sort=True):
         ok = grp[grp["ok"]]
         out: dict[str, Any] = dict(zip(GROUP, key, strict=True))
+        out["config"] = str(grp["config"].dropna().iloc[0]) if grp["config"].notna().any() else out["optimizer"]
+        out["schedule"] = _first(grp, "schedule")
+        out["hparams"] = _first(grp, "hparams")
         out["skipped"] = int((grp["status"] == "skipped").sum())  # not applicable: not a seed that ran
         out["seeds"] = len(grp) - out["skipped"]
         out["ok"] = int(grp["ok"].sum())
-        for status in ("diverged", "failed", "timeout"):
+        for status in STATUSES:
             out[status] = int((grp["status"] == status).sum())
         out["dataset"] = ", ".join(sorted(set(grp["dataset"].dropna())))
         out["synthetic"] = bool(grp["synthetic"].fillna(False).any())
         out["reached"] = int(ok["steps_to_target"].notna().sum())
         for col in MEAN_COLUMNS:
-            vals = pd.to_numeric(ok[col], errors="coerce").dropna()
+            vals = pd.to_numeric(ok[col], errors="coerce").dropna() if col in ok else pd.Series(dtype=float)
             out[f"{col}_mean"] = float(vals.mean()) if len(vals) else math.nan
             out[f"{col}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else math.nan)
         out["errors"] = "; ".join(sorted(set(grp.loc[~grp["ok"], "error"].dropna().astype(str))))[:500]
         out["applicable"] = out["seeds"] > 0
+        out["study"] = ", ".join(sorted(set(grp["study"].dropna().astype(str)) - {""})) or None
+        out["tuned"] = bool((grp["study_role"] == "final").any())
+        out["selected"] = bool(grp["selected"].fillna(False).astype(bool).any()) if "selected" in grp else False
+        ranks = pd.to_numeric(grp["config_rank"], errors="coerce").dropna() if "config_rank" in grp else []
+        out["config_rank"] = int(ranks.min()) if len(ranks) else None
         rows.append(out)
     table = pd.DataFrame(rows)
     return add_step_time_ratio(trials, table)
 
 
+def _first(grp: pd.DataFrame, col: str) -> Any:
+    if col not in grp or not grp[col].notna().any():
+        return None
+    return grp[col].dropna().iloc[0]
+
+
 def add_step_time_ratio(trials: pd.DataFrame, table: pd.DataFrame, baseline: str = "adamw") -> pd.DataFrame:
-    """Step time divided by the baseline's step time from the same run_id and task/preset, per seed,
-    then averaged: the only speed figure that is comparable across machines."""
+    """Step time divided by the baseline's step time from the same run_id and task/preset, per seed, then
+    averaged: the only speed figure that is comparable across machines. Several baseline configurations in one
+    run (a grid) give their median step time: its cost per step does not depend on the hyperparameters."""
     ok = trials[trials["status"] == "ok"]
-    base = ok[ok["optimizer"] == baseline][["run_id", "task", "preset", "seed", "optimizer_step_ms", "step_time_ms"]]
-    merged = ok.merge(base, on=["run_id", "task", "preset", "seed"], suffixes=("", "_base"))
+    keys = ["run_id", "task", "preset", "seed"]
+    base = ok[ok["optimizer"] == baseline].groupby(keys)[["optimizer_step_ms", "step_time_ms"]].median().reset_index()
+    merged = ok.merge(base, on=keys, suffixes=("", "_base"))
     merged["step_ratio"] = merged["step_time_ms"] / merged["step_time_ms_base"]
     merged["opt_step_ratio"] = merged["optimizer_step_ms"] / merged["optimizer_step_ms_base"]
     agg = merged.groupby(GROUP)[["step_ratio", "opt_step_ratio"]].mean().reset_index()
     agg = agg.rename(columns={"step_ratio": "step_time_ratio", "opt_step_ratio": "optimizer_step_ratio"})
     return table.merge(agg, on=GROUP, how="left")
+
+
+def cell_key(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """A summary row's cell as a tuple in GROUP order."""
+    return tuple(str(row[g]) for g in GROUP)
 
 
 def fmt_mean_std(mean: float, std: float, digits: int = 4) -> str:

@@ -66,6 +66,7 @@ def add_edge_rows(src: Path, dst: Path) -> None:
     real = Store(src).read().trials
     template = real[(real["optimizer"] == "sgd") & (real["seed"] == 0)].iloc[0].to_dict()
     template = {k: (None if isinstance(v, float) and v != v else v) for k, v in template.items()}
+    template.update(config_id=None, config=None)  # derived from each row's own hparams (as for older rows)
     diverged = {**template, "trial_id": "diverged-sgd-seed9", "seed": 9, "status": "diverged", "diverged_step": 17,
                 "error": "loss became inf at step 17", "final_test_loss": None, "final_train_loss": None,
                 "steps_to_target": None, "time_to_target_s": None}

@@ -228,7 +228,7 @@ def test_unusable_input_exits_2(cli, baseline, tmp_path):
     row.update(trial_id="x" * 16, task="some-other-task")
     Store(other).write({k: (None if v != v else v) for k, v in row.items()}, [])
     result = _gate(cli, baseline, other)
-    assert result.exit_code == 2 and "no (task, preset, optimizer) appears in both" in result.output
+    assert result.exit_code == 2 and "no (task, preset, optimizer, configuration) appears in both" in result.output
 
     corrupt = tmp_path / "corrupt"
     for sub in ("trials", "curves"):

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 def render_table(report: GateReport) -> Table:
     """The gate's verdicts as a rich table, one row per compared cell."""
-    from optbench.gate import PASS, REGRESSION, SKIPPED, WARNING, fmt_ratio, fmt_value, notes
+    from optbench.gate import NEW, PASS, REGRESSION, SKIPPED, WARNING, fmt_ratio, fmt_value, notes
 
-    style = {PASS: "green", WARNING: "yellow", REGRESSION: "bold red", SKIPPED: "dim"}
+    style = {PASS: "green", WARNING: "yellow", REGRESSION: "bold red", SKIPPED: "dim", NEW: "cyan"}
     tol = report.tolerances
     table = Table(
         title=f"optbench gate: {report.candidate} vs baseline {report.baseline}",
@@ -30,13 +30,13 @@ def render_table(report: GateReport) -> Table:
                 f"speed: step-time ratio to adamw (same run) growing more than {tol.speed_tol:.0%} fails",
         title_justify="left",
     )
-    for col in ("task", "optimizer", "seeds ok", "metric", "baseline", "candidate", "worse by (allowed)",
+    for col in ("task", "configuration", "seeds ok", "metric", "baseline", "candidate", "worse by (allowed)",
                 "×adamw", "verdict", "notes"):
-        table.add_column(col, no_wrap=col in ("task", "optimizer", "verdict"),
+        table.add_column(col, no_wrap=col in ("task", "configuration", "verdict"),
                          justify="right" if col in ("baseline", "candidate", "worse by (allowed)") else "left")
     for c in report.cells:
         table.add_row(
-            f"{c.task}/{c.preset}", c.optimizer, f"{c.baseline_seeds} → {c.candidate_seeds}",
+            f"{c.task}/{c.preset}", c.config or c.optimizer, f"{c.baseline_seeds} → {c.candidate_seeds}",
             c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—",
             fmt_value(c.baseline_mean, c.baseline_std), fmt_value(c.candidate_mean, c.candidate_std),
             "—" if c.worse_by is None else f"{c.worse_by:.3g} ({c.allowed:.3g})",
@@ -60,8 +60,8 @@ def render_table(report: GateReport) -> Table:
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable Parquet files instead of stopping (exit 2).")
 def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: float, speed_tol: float,
              as_json: bool, markdown: Path | None, skip_bad: bool) -> None:
-    """Compare CANDIDATE results with BASELINE per task × optimizer; exit 1 on a quality or speed regression."""
-    from optbench.gate import Tolerances, run_gate
+    """Compare CANDIDATE results with BASELINE per task × optimizer configuration; exit 1 on a regression."""
+    from optbench.gate import Tolerances, cell_name, run_gate
     from optbench.gate import to_markdown as gate_markdown
 
     cli = cli_context()
@@ -83,8 +83,13 @@ def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: flo
         out.print(render_table(report))
         if report.only_baseline:
             out.print(f"[yellow]{len(report.only_baseline)} baseline cell(s) not run by the candidate:[/yellow] "
-                      + ", ".join(f"{t}/{p}:{o}" for t, p, o in report.only_baseline), highlight=False)
+                      + ", ".join(cell_name(report, k) for k in report.only_baseline), highlight=False)
+        if report.only_candidate:
+            out.print(f"[cyan]{len(report.only_candidate)} new cell(s) not in the baseline[/cyan] (listed above with "
+                      "their numbers): " + ", ".join(cell_name(report, k) for k in report.only_candidate),
+                      highlight=False)
         verdict = ("[green]gate passed[/green]" if report.passed
                    else f"[bold red]gate failed: {len(report.regressions)} regression(s)[/bold red]")
-        out.print(f"{verdict} ({len(report.cells)} cell(s) compared)")
+        n_new = len(report.only_candidate)
+        out.print(f"{verdict} ({len(report.cells) - n_new} cell(s) compared, {n_new} new)")
     click.get_current_context().exit(report.exit_code)

@@ -1,4 +1,4 @@
-"""`optbench results`: mean ± std over seeds per task × optimizer, as a table or JSON."""
+"""`optbench results`: mean ± std over seeds per task × optimizer configuration, as a table or JSON."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from optbench.cli.context import DEFAULT_RESULTS, CliContext, cli_context
 @click.option("--results", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON records.")
 def results_cmd(results: Path, as_json: bool) -> None:
-    """Summarise the results: mean ± std over seeds per task × optimizer."""
+    """Summarise the results: mean ± std over seeds per task × optimizer configuration."""
     from optbench.store import Store
 
     print_summary(cli_context(), Store(results), lambda df: df, as_json=as_json)
@@ -55,7 +55,7 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
         ratio = r.get("step_time_ratio")
         values = [
             r["task"] + (" †" if r["synthetic"] else "") + ("" if len(presets) == 1 else f" ({r['preset']})"),
-            r["optimizer"], f"{r['ok']}/{r['seeds']}",
+            r["config"], f"{r['ok']}/{r['seeds']}",
             fmt_mean_std(r["final_test_loss_mean"], r["final_test_loss_std"], 3),
             fmt_mean_std(r["final_test_accuracy_mean"], r["final_test_accuracy_std"], 3),
             _reached(r),

@@ -1,6 +1,14 @@
 """What the pages show, computed once from the Parquet results: the per-seed summary (optbench.summary, the
 same numbers `optbench results` and the gate print), per-task ranks, the performance profile and the
 ranking across tasks, plus the provenance (machine, dates) every page states.
+
+A ranking compares optimizers, so it needs one configuration per (task, preset, optimizer): a *view* picks it.
+- "tuned": each optimizer's configuration selected by a tuning study (`optbench tune`), reported on the study's
+  fresh seeds. The default view whenever the results hold any.
+- "defaults": each optimizer at its authors' default hyperparameters, untuned. Shown on its own clearly labelled
+  page next to a tuned board, and as the only board when nothing was tuned (and then labelled untuned).
+Every other configuration (grids, study search trials) stays visible on the task pages and in the
+learning-rate sensitivity plots.
 """
 
 from __future__ import annotations
@@ -17,32 +25,45 @@ import pandas as pd
 
 from optbench.leaderboard import profile
 from optbench.store import ReadProblem, Store
-from optbench.summary import summarize
+from optbench.summary import GROUP, summarize, with_configs
+
+
+TUNED, DEFAULTS = "tuned", "defaults"
 
 
 @dataclass
 class Board:
     trials: pd.DataFrame
     curves: pd.DataFrame
-    summary: pd.DataFrame  # summarize() output plus problem, profile_time, rank
+    summary: pd.DataFrame  # summarize() output, one cell per (task, preset, optimizer) of `view`, plus ranks
     read_problems: list[ReadProblem]
     registry: Any = None  # optbench.registry.Registry, when one could be loaded
     built_at: str = ""
     ratios: pd.DataFrame = field(default_factory=pd.DataFrame)  # problem x optimizer performance ratios
     ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
     studies: list[Any] = field(default_factory=list)  # optbench.studies.Study: questions the board answers
+    view: str = DEFAULTS  # which configuration of each optimizer the ranking uses (see the module docstring)
+    configs: pd.DataFrame = field(default_factory=pd.DataFrame)  # every configuration's cell (no search trials)
+    search: pd.DataFrame = field(default_factory=pd.DataFrame)  # every cell, tuning search trials included
+    untuned: Board | None = None  # the defaults view, when `view` is tuned
+    all_trials: pd.DataFrame | None = None  # every trial read, whichever view (failures, geometry)
 
     @property
     def empty(self) -> bool:
         return self.trials.empty
 
     @property
+    def everything(self) -> pd.DataFrame:
+        """Every trial read, whatever the view (search trials included)."""
+        return self.all_trials if self.all_trials is not None else self.trials
+
+    @property
     def tasks(self) -> list[str]:
-        return sorted(self.trials["task"].dropna().unique())
+        return sorted(self.everything["task"].dropna().unique())
 
     @property
     def optimizers(self) -> list[str]:
-        return sorted(self.trials["optimizer"].dropna().astype(str).unique())
+        return sorted(self.everything["optimizer"].dropna().astype(str).unique())
 
     @property
     def problems(self) -> list[str]:
@@ -68,7 +89,7 @@ class Board:
 
     def optimizer_info(self, name: str) -> dict[str, Any]:
         """Plugin, paper, summary and defaults from the installed registry, else what the rows recorded."""
-        rows = self.trials[self.trials["optimizer"] == name]
+        rows = self.everything[self.everything["optimizer"] == name]
         info: dict[str, Any] = {"name": name, "source": "results", "summary": None, "paper": None,
                                 "defaults": None, "needs": None}
         info["plugin"] = ", ".join(sorted(set(rows["plugin"].dropna().astype(str)))) or None
@@ -175,13 +196,60 @@ def overall_ranking(summary: pd.DataFrame, trials: pd.DataFrame) -> tuple[pd.Dat
     return ratios, ranking.reset_index(drop=True)
 
 
+def view_cells(configs: pd.DataFrame, view: str) -> pd.DataFrame:
+    """One cell per (task, preset, optimizer): its tuned (study-selected) configuration, or its defaults."""
+    if configs.empty:
+        return configs
+    if view == TUNED:
+        picked = configs[configs["tuned"].astype(bool)]
+        # two studies of one optimizer on one task: the most recent study's choice (names sort by date)
+        picked = picked.sort_values("study").groupby(["task", "preset", "optimizer"], sort=False).tail(1)
+    else:  # the defaults; an optimizer run in one other configuration only is shown in that one (named)
+        is_default = configs["config"].astype(str) == configs["optimizer"].astype(str)
+        n_configs = configs.groupby(["task", "preset", "optimizer"])["config_id"].transform("size")
+        has_default = is_default.groupby([configs["task"], configs["preset"], configs["optimizer"]]).transform("any")
+        picked = configs[is_default | ((n_configs == 1) & ~has_default)]
+    return picked.reset_index(drop=True)
+
+
+def view_trials(trials: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """The trials behind `cells` (search trials never, as in summarize())."""
+    keys = set(map(tuple, cells[GROUP].astype(str).to_numpy())) if not cells.empty else set()
+    if trials.empty or not keys:
+        return trials.iloc[0:0]
+    t = trials[trials["study_role"].fillna("") != "search"]
+    mask = [tuple(k) in keys for k in t[GROUP].astype(str).to_numpy()]
+    return t[mask]
+
+
+def _board(trials: pd.DataFrame, curves: pd.DataFrame, configs: pd.DataFrame, search: pd.DataFrame, view: str,
+           problems: list[ReadProblem], registry: Any, built: str) -> Board:
+    cells = view_cells(configs, view)
+    mine = view_trials(trials, cells)
+    summary = add_ranks(cells)
+    ratios, ranking = overall_ranking(summary, mine)
+    return Board(mine, curves, summary, problems, registry, built, ratios, ranking, view=view, configs=configs,
+                 search=search, all_trials=trials)
+
+
 def load_board(results: str | Path, registry: Any = None) -> Board:
-    """Read a results root (bad files are listed, not fatal) and derive everything the pages need."""
+    """Read a results root (bad files are listed, not fatal) and derive everything the pages need: the tuned
+    board when anything was tuned (with the untuned defaults attached as `untuned`), else the defaults board."""
     res = Store(results).read(with_curves=True, on_bad="skip")
-    trials = res.trials.copy()
+    defaults = None
+    if registry is not None:
+        defaults = {n: dict(r.spec.defaults) for n, r in registry.entries.get("optimizer", {}).items()}
+    trials = with_configs(res.trials, defaults)
     trials["optimizer"] = trials["optimizer"].astype(str)
     curves = res.curves if res.curves is not None else pd.DataFrame(columns=["trial_id"])
-    summary = add_ranks(summarize(trials))
-    ratios, ranking = overall_ranking(summary, trials)
+    configs = summarize(trials)
+    search = summarize(trials, include_search=True)
     built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return Board(trials, curves, summary, list(res.problems), registry, built, ratios, ranking)
+    problems = list(res.problems)
+    tuned = not configs.empty and bool(configs["tuned"].astype(bool).any())
+    untuned = _board(trials, curves, configs, search, DEFAULTS, problems, registry, built)
+    if not tuned:
+        return untuned
+    board = _board(trials, curves, configs, search, TUNED, problems, registry, built)
+    board.untuned = untuned
+    return board

@@ -14,7 +14,7 @@ import pandas as pd
 
 from optbench.leaderboard import plots
 from optbench.leaderboard.html import Cell, badge, esc, fmt, num, page, plot_div, slug, table
-from optbench.leaderboard.model import Board, problem_key
+from optbench.leaderboard.model import TUNED, Board, problem_key
 from optbench.summary import fmt_mean_std
 
 CURVES = [("train", "loss", "Training loss"), ("test", "test_loss", "Test loss"),
@@ -159,11 +159,11 @@ def link_or_text(value: Any) -> str:
 
 
 # --- overview --------------------------------------------------------------------------------------
-def overview_page(board: Board) -> str:
+def overview_page(board: Board, title: str = "Optimizer leaderboard", href: str = "index.html") -> str:
     meta = meta_line(board)
-    title = "Optimizer leaderboard"
     if board.empty:
-        return page(title, no_results("in this results directory") + problems_box(board), meta, "index.html")
+        return page(title, view_note(board) + no_results("in this results directory") + problems_box(board), meta,
+                    href)
     rk, s = board.ranking, board.summary
     lo, hi = int(s["seeds"].min()), int(s["seeds"].max())
     seeds = f"{hi} seed(s) each" if lo == hi else f"{lo} to {hi} seeds each"
@@ -175,6 +175,7 @@ def overview_page(board: Board) -> str:
             "divided by 3 (1 = fastest to the target on every task). Leader: "
             f'<a href="{optimizer_href(best["optimizer"])}"><strong>{esc(best["optimizer"])}</strong></a> '
             f"(score {best['score']:.3f}).</p>")
+    lead += view_note(board)
     if any_syn:
         lead += (f"<p class=note>Rows marked {synthetic_badge('')} used synthetic data (quadratics or "
                  "synthetic stand-ins for datasets), not real data.</p>")
@@ -196,9 +197,31 @@ def overview_page(board: Board) -> str:
     body.append("<h2 id=optimizers>Optimizers</h2><ul class=links>" + "".join(
         f'<li><a href="{optimizer_href(o)}">{esc(o)}</a></li>' for o in board.optimizers) + "</ul>")
     body.append("<h2 id=failed>Failed, diverged and timed-out trials</h2>")
-    body.append(failed_trials_table(board.trials, "failed-trials"))
+    body.append(failed_trials_table(board.everything, "failed-trials"))
     body.append(problems_box(board))
-    return page(title, "\n".join(body), meta, "index.html", plots=True)
+    return page(title, "\n".join(body), meta, href, plots=True)
+
+
+def untuned_page(board: Board) -> str:
+    """The defaults board beside a tuned one: the same tables, titled so nobody mistakes it for tuned numbers."""
+    return overview_page(board, "Untuned defaults (not the tuned leaderboard)", UNTUNED_HREF)
+
+
+UNTUNED_HREF = "untuned.html"
+
+
+def view_note(board: Board) -> str:
+    """Says what was tuned and what was not, on every overview."""
+    if board.view == TUNED:
+        budgets = sorted({int(b) for b in pd.to_numeric(board.trials.get("study_budget"), errors="coerce").dropna()})
+        budget = f"{', '.join(map(str, budgets))} configuration(s) per optimizer and task" if budgets else "a study"
+        return ("<p class=note id=view-note><strong>Tuned:</strong> each optimizer at the configuration its tuning "
+                f"study selected on <em>validation</em> metrics (budget: {esc(budget)}, drawn from the optimizer's "
+                "declared search space; see its page), reported on the test metrics of fresh seeds. "
+                f'The untuned defaults are on a <a href="{UNTUNED_HREF}">separate board</a>.</p>')
+    return ("<p class=note id=view-note><strong>Untuned:</strong> every optimizer at its authors' default "
+            "hyperparameters (or the one configuration it was run with, named in the tables); nothing on this "
+            "board was tuned, so it ranks defaults, not optimizers.</p>")
 
 
 def problems_box(board: Board) -> str:
@@ -279,7 +302,7 @@ def wins_table(board: Board) -> str:
 def task_page(board: Board, task: str) -> str:
     info = board.task_info(task)
     s = board.summary[board.summary["task"] == task]
-    trials = board.trials[board.trials["task"] == task]
+    trials = board.everything[board.everything["task"] == task]
     body = []
     if info.get("summary"):
         body.append(f'<p class="lead">{esc(info["summary"])}</p>')
@@ -307,11 +330,56 @@ def task_page(board: Board, task: str) -> str:
         body.append(table(headers, rows, f"results-{slug(preset)}", classes,
                           caption="mean ± std over seeds with status ok; click a header to sort."))
         body.append(curves_section(board, task, preset))
+    body.append(configurations_section(board, task))
+    body.append(sensitivity_section(board, task))
     body.append("<h2 id=failed>Failed, diverged and timed-out trials</h2>")
     body.append(failed_trials_table(trials, "failed-trials"))
-    if s.empty:
+    if trials.empty:
         body = [no_results(f"for task {task}")]
     return page(f"Task: {task}", "\n".join(body), meta_line(board), plots=True)
+
+
+def config_cell(r: pd.Series) -> Cell:
+    label = str(r.get("config") or r["optimizer"])
+    marks = synthetic_badge(r["dataset"]) if r["synthetic"] else ""
+    if bool(r.get("tuned")):
+        marks += badge("selected", "tuned", f"selected by study {r.get('study')} on validation; fresh seeds")
+    return Cell(f'<a href="{optimizer_href(r["optimizer"])}">{esc(label)}</a>{marks}', label)
+
+
+def configurations_section(board: Board, task: str) -> str:
+    """Every configuration run on this task (grids, defaults, tuned), each its own cell: never pooled."""
+    c = board.configs[board.configs["task"] == task] if not board.configs.empty else board.configs
+    if c.empty:
+        return ""
+    rows, classes = [], []
+    for _, r in c.sort_values(["preset", "optimizer", "config"]).iterrows():
+        rows.append([Cell(esc(r["preset"]), str(r["preset"])), config_cell(r), *result_cells(r)])
+        classes.append(row_class(r))
+    headers = [("preset", ""), ("configuration", "optimizer[changed hyperparameters]; a bare name is its defaults"),
+               *RESULT_HEADERS]
+    return ("<h2 id=configurations>Every configuration</h2>"
+            + table(headers, rows, "configurations", classes,
+                    caption="one row per configuration; seeds are averaged only within a configuration. Tuning "
+                            "search trials are in the sensitivity plot below, not here."))
+
+
+def sensitivity_section(board: Board, task: str) -> str:
+    cells = board.search[board.search["task"] == task] if not board.search.empty else board.search
+    if cells.empty:
+        return ""
+    figs = []
+    for preset in sorted(cells["preset"].unique()):
+        fig = plots.lr_sensitivity_figure(cells[cells["preset"] == preset], board.optimizers, board.color,
+                                          f"{task}/{preset}")
+        if fig is not None:
+            figs.append(plot_div(f"lr-sensitivity-{slug(task + '-' + preset)}", fig))
+    if not figs:
+        return ""
+    return ("<h2 id=lr-sensitivity>Learning-rate sensitivity</h2>" + "".join(figs)
+            + '<p class="note">One marker per configuration (mean over its ok seeds, tuning search trials included); '
+              "a configuration with no ok seed is left out. Other hyperparameters vary too where a grid or study "
+              "varied them.</p>")
 
 
 # --- per optimizer ---------------------------------------------------------------------------------
@@ -330,6 +398,7 @@ def optimizer_page(board: Board, name: str) -> str:
     if info["hparams"]:
         body.append("<h3>Hyperparameters used in these results</h3>")
         body.extend(json_block(_maybe_json(h)) for h in info["hparams"])
+    body.append(studies_section(board, name))
     s = board.summary[board.summary["optimizer"] == name].sort_values("problem")
     body.append("<h2 id=results>Results on every task</h2>")
     if s.empty:
@@ -346,8 +415,32 @@ def optimizer_page(board: Board, name: str) -> str:
         headers = [("task", ""), ("rank", "rank among the optimizers run on this task"), *RESULT_HEADERS]
         body.append(table(headers, rows, "optimizer-results", classes))
     body.append("<h2 id=failed>Failed, diverged and timed-out trials</h2>")
-    body.append(failed_trials_table(board.trials[board.trials["optimizer"] == name], "failed-trials"))
+    body.append(failed_trials_table(board.everything[board.everything["optimizer"] == name], "failed-trials"))
     return page(f"Optimizer: {name}", "\n".join(body), meta_line(board))
+
+
+def studies_section(board: Board, name: str) -> str:
+    """The tuning protocol behind this optimizer's tuned numbers: budget and search space per study."""
+    t = board.everything
+    if "study" not in t or t.empty:
+        return ""
+    mine = t[(t["optimizer"] == name) & t["study"].notna()]
+    if mine.empty:
+        return ("<h2 id=tuning>Tuning</h2><p class=note>Not tuned in these results: every number is at the "
+                "hyperparameters listed.</p>")
+    rows = []
+    for study, grp in mine.groupby("study"):
+        budget = pd.to_numeric(grp.get("study_budget"), errors="coerce").dropna()
+        space = grp["search_space"].dropna().astype(str) if "search_space" in grp else pd.Series(dtype=str)
+        chosen = grp[grp["study_role"] == "final"]["config"].dropna()
+        rows.append([Cell(esc(study), str(study)), Cell(esc(grp["task"].iloc[0]), str(grp["task"].iloc[0])),
+                     Cell(str(int(budget.iloc[0])) if len(budget) else "—", num(budget.iloc[0]) if len(budget) else None),
+                     Cell(f"<code>{esc(space.iloc[0]) if len(space) else '—'}</code>", "", "long"),
+                     Cell(esc(chosen.iloc[0]) if len(chosen) else "—", str(chosen.iloc[0]) if len(chosen) else "")])
+    return ("<h2 id=tuning>Tuning</h2>"
+            + table([("study", ""), ("task", ""), ("budget", "configurations tried"),
+                     ("search space", "what the study sampled from"), ("selected", "chosen on validation")],
+                    rows, "studies"))
 
 
 def _maybe_json(text: str) -> Any:

@@ -149,3 +149,40 @@ def geometry_figure(points: pd.DataFrame, order: list[str], color, y: str, ytitl
     return {"data": data, "layout": _layout(f"{ytitle} vs generalisation gap",
                                             "generalisation gap (final test loss − final train loss)", ytitle,
                                             legend=SIDE_LEGEND)}
+
+
+def _lr_of(hparams: Any) -> float | None:
+    import json
+
+    try:
+        value = json.loads(hparams).get("lr") if isinstance(hparams, str) else None
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def lr_sensitivity_figure(cells: pd.DataFrame, order: list[str], color, title: str) -> dict[str, Any] | None:
+    """Final quality against the learning rate (log axis), one line of markers per optimizer, one marker per
+    configuration (summary cells: mean over ok seeds). Test accuracy where the task has it, else test loss.
+    None when no optimizer has a finite value at two or more learning rates... or at all."""
+    metric = "final_test_accuracy_mean" if pd.to_numeric(cells.get("final_test_accuracy_mean"),
+                                                         errors="coerce").notna().any() else "final_test_loss_mean"
+    ylabel = "final test accuracy" if metric.endswith("accuracy_mean") else "final test loss"
+    data = []
+    for opt in order:
+        mine = cells[cells["optimizer"] == opt]
+        pts = sorted((lr, float(v), str(c)) for lr, v, c in zip(mine["hparams"].map(_lr_of), mine[metric],
+                                                                  mine["config"], strict=True)
+                     if lr is not None and v is not None and math.isfinite(float(v)))
+        if not pts:
+            continue
+        data.append({"type": "scatter", "mode": "lines+markers", "x": _round([p[0] for p in pts]),
+                     "y": _round([p[1] for p in pts]), "name": esc(opt), "text": [esc(p[2]) for p in pts],
+                     "line": {"color": color(opt), "width": 1}, "marker": {"size": 8, "color": color(opt)},
+                     "hovertemplate": "%{text}<br>lr %{x:.3g}: %{y:.4g}<extra></extra>"})
+    if not data:
+        return None
+    layout = _layout(f"{ylabel} vs learning rate · {title}", "learning rate (log scale)", ylabel,
+                     legend=SIDE_LEGEND)
+    layout["xaxis"]["type"] = "log"
+    return {"data": data, "layout": layout}

@@ -34,6 +34,8 @@ def render(board: Board) -> dict[str, str]:
         "curves.html": pages.curves_page(board),
         "geometry.html": pages.geometry_page(board),
     }
+    if board.untuned is not None:
+        files[pages.UNTUNED_HREF] = pages.untuned_page(board.untuned)
     for task in board.tasks:
         files[pages.task_href(task)] = pages.task_page(board, task)
     for opt in board.optimizers:

@@ -48,7 +48,7 @@ def _pair_curves(board: Board, res: PairwiseResult) -> str:
     if board.curves is None or board.curves.empty:
         return ""
     out = []
-    meta = board.trials[["trial_id", "optimizer", "task", "preset", "status"]]
+    meta = board.everything[["trial_id", "optimizer", "task", "preset", "status"]]
     points = board.curves.merge(meta, on="trial_id", how="inner")
     colors = {res.study.a: plots.HIGHLIGHT[0], res.study.b: plots.HIGHLIGHT[1]}
     for row in res.rows:
@@ -96,7 +96,8 @@ def geometry_page(board: Board, res: GeometryResult, meta: str) -> str:
                  table([("task", ""), ("contrast", "against the generalisation gap, same resamples"),
                         ("estimate [95% CI]", "")], cells, "study-contrasts")]
     figs = []
-    trials = board.trials[(board.trials["status"] == "ok") & ~board.trials["synthetic"].fillna(False).astype(bool)]
+    every = board.everything
+    trials = every[(every["status"] == "ok") & ~every["synthetic"].fillna(False).astype(bool)]
     if s.tasks:
         trials = trials[trials["task"].isin(list(s.tasks))]
     for task, rows in trials.groupby("task", sort=True):
@@ -122,7 +123,7 @@ def render_studies(board: Board, studies: list[Study], meta: str) -> dict[str, s
     files: dict[str, str] = {}
     items = []
     for study in studies:
-        res = run_study(study, board.trials)
+        res = run_study(study, board.everything)
         files[study_href(study)] = (pairwise_page(board, res, meta) if isinstance(res, PairwiseResult)
                                     else geometry_page(board, res, meta))
         items.append(f'<li><a href="{study_href(study)}"><strong>{esc(study.question)}</strong></a>'
