@@ -22,14 +22,14 @@ import torch
 
 import optbench
 from optbench.closure import StepClosure
+from optbench.config import config_label, normalise_schedule
 from optbench.deadline import hard_deadline
 from optbench.environment import environment
 from optbench.errors import NotApplicable, OptbenchError
 from optbench.measure import compute_metrics
 from optbench.registry import Registered, Registry
-from optbench.specs import MetricWhen, Needs, OptimizerSpec, TaskInstance
-from optbench.config import config_label, normalise_schedule
 from optbench.schedules import LRScheduler
+from optbench.specs import MetricWhen, Needs, OptimizerSpec, TaskInstance
 from optbench.trial import Trial, canonical_json
 
 #: a loss this many times the first one counts as exploding

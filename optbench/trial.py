@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optbench import SUITE_VERSION
-from optbench.config import canonical_json, config_id, normalise_schedule
 from optbench.config import CONSTANT as CONSTANT_SCHEDULE
+from optbench.config import canonical_json, config_id, normalise_schedule
 
 __all__ = ["Trial", "canonical_json"]
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 def render_table(report: GateReport) -> Table:
     """The gate's verdicts as a rich table, one row per compared cell."""
+    from rich.markup import escape
+
     from optbench.gate import NEW, PASS, REGRESSION, SKIPPED, WARNING, fmt_ratio, fmt_value, notes
 
     style = {PASS: "green", WARNING: "yellow", REGRESSION: "bold red", SKIPPED: "dim", NEW: "cyan"}
@@ -36,11 +38,12 @@ def render_table(report: GateReport) -> Table:
                          justify="right" if col in ("baseline", "candidate", "worse by (allowed)") else "left")
     for c in report.cells:
         table.add_row(
-            f"{c.task}/{c.preset}", c.config or c.optimizer, f"{c.baseline_seeds} → {c.candidate_seeds}",
+            escape(f"{c.task}/{c.preset}"), escape(c.config or c.optimizer),
+            f"{c.baseline_seeds} → {c.candidate_seeds}",
             c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—",
             fmt_value(c.baseline_mean, c.baseline_std), fmt_value(c.candidate_mean, c.candidate_std),
             "—" if c.worse_by is None else f"{c.worse_by:.3g} ({c.allowed:.3g})",
-            fmt_ratio(c), f"[{style[c.status]}]{c.status}[/]", notes(c),
+            fmt_ratio(c), f"[{style[c.status]}]{c.status}[/]", escape(notes(c)),
         )
     return table
 
@@ -61,6 +64,8 @@ def render_table(report: GateReport) -> Table:
 def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: float, speed_tol: float,
              as_json: bool, markdown: Path | None, skip_bad: bool) -> None:
     """Compare CANDIDATE results with BASELINE per task × optimizer configuration; exit 1 on a regression."""
+    from rich.markup import escape
+
     from optbench.gate import Tolerances, cell_name, run_gate
     from optbench.gate import to_markdown as gate_markdown
 
@@ -83,10 +88,10 @@ def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: flo
         out.print(render_table(report))
         if report.only_baseline:
             out.print(f"[yellow]{len(report.only_baseline)} baseline cell(s) not run by the candidate:[/yellow] "
-                      + ", ".join(cell_name(report, k) for k in report.only_baseline), highlight=False)
+                      + escape(", ".join(cell_name(report, k) for k in report.only_baseline)), highlight=False)
         if report.only_candidate:
             out.print(f"[cyan]{len(report.only_candidate)} new cell(s) not in the baseline[/cyan] (listed above with "
-                      "their numbers): " + ", ".join(cell_name(report, k) for k in report.only_candidate),
+                      "their numbers): " + escape(", ".join(cell_name(report, k) for k in report.only_candidate)),
                       highlight=False)
         verdict = ("[green]gate passed[/green]" if report.passed
                    else f"[bold red]gate failed: {len(report.regressions)} regression(s)[/bold red]")

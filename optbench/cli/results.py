@@ -33,6 +33,8 @@ def _reached(r) -> str:
 
 def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None:
     """Print the summary of the rows `select` keeps from STORE (a table, or JSON records)."""
+    from rich.markup import escape
+
     from optbench.summary import fmt_mean_std, summarize
 
     res = store.read()
@@ -48,14 +50,17 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
         return
     presets = sorted(set(summary["preset"]))
     title = f"optbench results, preset {', '.join(presets)} (mean ± std over ok seeds)"
-    columns: dict[str, list[str]] = {"task": [], "optimizer": [], "ok": [], "loss": [], "acc": [],
+    columns: dict[str, list[str]] = {"task": [], "configuration": [], "ok": [], "val loss": [], "val acc": [],
+                                     "loss": [], "acc": [],
                                      "steps→tgt": [], "s→tgt": [], "step ms": [], "×adamw": [],
                                      "λmax": [], "H gap": []}
     for _, r in summary.iterrows():
         ratio = r.get("step_time_ratio")
         values = [
             r["task"] + (" †" if r["synthetic"] else "") + ("" if len(presets) == 1 else f" ({r['preset']})"),
-            r["config"], f"{r['ok']}/{r['seeds']}",
+            escape(str(r["config"])), f"{r['ok']}/{r['seeds']}",
+            fmt_mean_std(r["final_val_loss_mean"], r["final_val_loss_std"], 3),
+            fmt_mean_std(r["final_val_accuracy_mean"], r["final_val_accuracy_std"], 3),
             fmt_mean_std(r["final_test_loss_mean"], r["final_test_loss_std"], 3),
             fmt_mean_std(r["final_test_accuracy_mean"], r["final_test_accuracy_std"], 3),
             _reached(r),
@@ -68,13 +73,15 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
         for col, value in zip(columns, values, strict=True):
             columns[col].append(value)
     table = Table(title=title, title_justify="left", caption_justify="left")
-    shown = [c for c, vals in columns.items() if c in ("task", "optimizer") or any(v != "—" for v in vals)]
+    shown = [c for c, vals in columns.items() if c in ("task", "configuration") or any(v != "—" for v in vals)]
     for col in shown:
-        table.add_column(col, justify="left" if col in ("task", "optimizer") else "right", no_wrap=True,
-                         min_width=len(col))
+        table.add_column(col, justify="left" if col in ("task", "configuration") else "right",
+                         no_wrap=True, overflow="fold" if col == "configuration" else "ellipsis", min_width=len(col))
     for i in range(len(summary)):
         table.add_row(*(columns[c][i] for c in shown))
-    table.caption = ("loss, acc: final test loss and accuracy · steps→tgt, s→tgt: training steps and seconds to "
-                     "the task's target · ×adamw: step time ÷ adamw's in the same run · λmax: sharpness (top Hessian "
-                     "eigenvalue) · H gap: entropy gap of the Hessian spectrum · † synthetic data")
+    table.caption = ("configuration: optimizer\\[changed hyperparameters], a bare name is its defaults · "
+                     "val: validation · loss, acc: final test loss and accuracy · steps→tgt, s→tgt: training "
+                     "steps and seconds to the task's target · ×adamw: step time ÷ adamw's in the same run · "
+                     "λmax: sharpness (top Hessian eigenvalue) · H gap: entropy gap of the Hessian spectrum · "
+                     "† synthetic data")
     cli.console.print(table)

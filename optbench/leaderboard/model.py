@@ -27,7 +27,6 @@ from optbench.leaderboard import profile
 from optbench.store import ReadProblem, Store
 from optbench.summary import GROUP, summarize, with_configs
 
-
 TUNED, DEFAULTS = "tuned", "defaults"
 
 

@@ -434,7 +434,8 @@ def studies_section(board: Board, name: str) -> str:
         space = grp["search_space"].dropna().astype(str) if "search_space" in grp else pd.Series(dtype=str)
         chosen = grp[grp["study_role"] == "final"]["config"].dropna()
         rows.append([Cell(esc(study), str(study)), Cell(esc(grp["task"].iloc[0]), str(grp["task"].iloc[0])),
-                     Cell(str(int(budget.iloc[0])) if len(budget) else "—", num(budget.iloc[0]) if len(budget) else None),
+                     Cell(str(int(budget.iloc[0])) if len(budget) else "—",
+                          num(budget.iloc[0]) if len(budget) else None),
                      Cell(f"<code>{esc(space.iloc[0]) if len(space) else '—'}</code>", "", "long"),
                      Cell(esc(chosen.iloc[0]) if len(chosen) else "—", str(chosen.iloc[0]) if len(chosen) else "")])
     return ("<h2 id=tuning>Tuning</h2>"
