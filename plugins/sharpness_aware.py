@@ -9,8 +9,11 @@ GAM (Zhang et al. 2023, Gradient Norm Aware Minimization; rule as in the officia
   g0 at theta;  g1 at theta + rho' g0/||g0||;  g2 at theta + e_n with e_n = rho (g1 - g0)/||g1 - g0||;
   g3 at theta + e_n + rho' g2/||g2||;  f = b1 g1 + b3 g3,  h = g0 + |b2| g2;
   the base optimizer steps at theta with  f - gamma (h - (h.f / ||f||^2) f)  (h minus its projection on f).
-  4 forward/backward passes per step. rho' (`rho`) 0.02, rho (`norm_rho`) 0.2, gamma 0.03, b1 = b3 = 1, b2 = -1.
-Norms are global (over every parameter of every group); the 1e-12 guards follow the reference code.
+  4 forward/backward passes per step. Defaults: the official CIFAR-10 ResNet setup (main_cifar.py of xxgege/GAM):
+  rho' (`rho`) 0.03, rho (`norm_rho`) 0.2, gamma 0.05, b1 = 0.1, b3 = 1 - b1 = 0.9, b2 = 1 - b0 = 0.9 (b0 = 0.1).
+  (The script's argparse defaults b1 = b3 = 1, b2 = -1 are overridden by every published setup.)
+Norms are global (over every parameter of every group); the 1e-12 guards follow the reference code. Details,
+sources and the differential tests: docs/optimizers.md (section SAM and GAM).
 """
 
 from __future__ import annotations
@@ -103,9 +106,9 @@ class SAM(_BaseWrapped):
 
 
 class GAM(_BaseWrapped):
-    def __init__(self, params: Iterable[Any], base: str = "sgd", lr: float = 0.01, rho: float = 0.02,
-                 norm_rho: float = 0.2, gamma: float = 0.03, beta_1: float = 1.0, beta_2: float = -1.0,
-                 beta_3: float = 1.0, momentum: float = 0.9, beta1: float = 0.9, beta2: float = 0.999,
+    def __init__(self, params: Iterable[Any], base: str = "sgd", lr: float = 0.01, rho: float = 0.03,
+                 norm_rho: float = 0.2, gamma: float = 0.05, beta_1: float = 0.1, beta_2: float = 0.9,
+                 beta_3: float = 0.9, momentum: float = 0.9, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, base, dict(lr=lr, momentum=momentum, beta1=beta1, beta2=beta2, eps=eps,
                                             weight_decay=weight_decay),
@@ -195,8 +198,8 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
         OptimizerSpec(
             name="gam",
             build=_build_gam,
-            defaults={**BASE_DEFAULTS, "rho": 0.02, "norm_rho": 0.2, "gamma": 0.03, "beta_1": 1.0, "beta_2": -1.0,
-                      "beta_3": 1.0},
+            defaults={**BASE_DEFAULTS, "rho": 0.03, "norm_rho": 0.2, "gamma": 0.05, "beta_1": 0.1, "beta_2": 0.9,
+                      "beta_3": 0.9},
             search_space={**lr_space, "gamma": ("log-uniform", 1e-3, 0.3)},
             needs=Needs.CLOSURE,
             paper="Zhang et al. 2023, Gradient Norm Aware Minimization, CVPR; code github.com/xxgege/GAM",
