@@ -51,6 +51,13 @@ class StepClosure:
             self.calls.append({"backward": backward, "create_graph": create_graph, "sampled_labels": sampled_labels})
         return self.evaluate(backward=backward, create_graph=create_graph, sampled_labels=sampled_labels)
 
+    @property
+    def sampled_examples(self) -> int:
+        """How many examples the sampled-label loss on the current batch averages over (the task says; 1 for a
+        summed loss): Sophia-G scales its estimate by it."""
+        count = getattr(self.task, "sampled_examples", None)
+        return int(count(self.batch)) if count is not None else 1
+
     def for_step(self, needs: Needs | str) -> StepClosure | None:
         """What `step` receives: no closure for GRADIENT optimizers. torch.optim-style steps call any closure they
         are given, which would silently double their forward/backward passes after the pre-step evaluation."""

@@ -121,6 +121,11 @@ class TaskInstance:
         """Loss against labels sampled from the model's own predictive distribution (Sophia-G)."""
         raise NotImplementedError(f"task {type(self).__name__} has no model likelihood to sample labels from")
 
+    def sampled_examples(self, batch: Any) -> int:
+        """How many examples `sampled_loss(batch)` averages over: the B in Sophia-G's estimate B * g_hat^2. 1 for
+        a summed loss; a task whose sampled loss is a batch mean must return its batch size."""
+        return 1
+
     def evaluate(self) -> dict[str, float]:
         """Quality on held-out data: `test_loss`, and `test_accuracy` where it applies."""
         raise NotImplementedError

@@ -1,19 +1,25 @@
 """diffGrad (Dubey et al. 2019): Adam whose step is scaled per coordinate by the "friction"
 xi = sigmoid(|g_prev - g|), so coordinates whose gradient barely changes (a flat stretch or a minimum) slow down.
 
-    m <- b1 m + (1-b1) g ;  v <- b2 v + (1-b2) g^2 ;  xi = sigmoid(|g_prev - g|)   (g_prev = 0 at step 1)
-    theta <- theta*(1 - lr*wd) - lr * xi * m_hat / (sqrt(v_hat) + eps)
+The default is the official code's rule (shivram1987/diffGrad, diffGrad_v2.py, the version that fixes the
+previous-gradient bug), which docs/optimizers.md spells out; tests/fidelity/test_adaptive_fidelity.py checks it
+against a transcription of that code on a real network. Two named options reproduce the paper and
+pytorch-optimizer instead:
+  * ``eps_mode``: ``official`` (default) adds eps to sqrt(v) of the *uncorrected* second moment and folds both
+    bias corrections into the step size (Adam's old "efficient" form); ``paper`` adds eps to sqrt(v_hat) of the
+    bias-corrected moment, as the paper's algorithm writes it. They differ by eps/sqrt(1 - b2^t) in the
+    denominator, which matters while sqrt(v) is near eps.
+  * ``weight_decay_mode``: ``l2`` (default, official) adds wd*theta to the gradient before the moments and the
+    friction; ``decoupled`` shrinks theta by (1 - lr*wd) as AdamW and pytorch-optimizer's DiffGrad do.
 
-`eps_mode` chooses where eps sits, the one place the paper and the code differ:
-  * ``paper`` (default): eps is added to sqrt(v_hat) of the bias-corrected v, as the paper's algorithm writes it.
-  * ``official``: the official code (shivram1987/diffGrad) and pytorch-optimizer's DiffGrad use Adam's old
-    efficient form step = lr*sqrt(1-b2^t)/(1-b1^t) and denominator sqrt(v) + eps, i.e. eps/sqrt(1-b2^t) in the
-    paper's terms. tests/test_zoo_reference.py checks this mode against pytorch-optimizer 4.1.0 to 1e-5.
-Weight decay is decoupled (AdamW style, pytorch-optimizer's default); the paper has none, and the default is 0.
+`impl` picks the step kernel: ``loop`` (the reference, one tensor at a time in eager torch), ``fused`` (one
+torch.compile'd pass over p, g and state per tensor, see plugins/fused.py) or ``auto`` (fused on >= 1M
+parameters when compiling works, loop otherwise).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,7 +28,31 @@ import torch
 
 from optbench import OptimizerSpec, hookimpl
 
-EPS_MODES = ("paper", "official")
+from . import fused
+
+EPS_MODES = ("official", "paper")
+WEIGHT_DECAY_MODES = ("l2", "decoupled")
+
+
+def diffgrad_loop(params, grads, ms, vs, prevs, steps, lr: float, beta1: float, beta2: float, eps: float,
+                  wd: float, paper_eps: bool, decoupled: bool) -> None:
+    """The reference step, one tensor at a time; `steps` are the (already incremented) step counts."""
+    for p, g, m, v, prev, t in zip(params, grads, ms, vs, prevs, steps, strict=True):
+        if wd and decoupled:
+            p.mul_(1 - lr * wd)
+        elif wd:
+            g = g.add(p, alpha=wd)
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+        xi = prev.sub_(g).abs_().sigmoid_()  # reuses the previous-gradient buffer, refilled below
+        if paper_eps:
+            denom = (v / bc2).sqrt_().add_(eps)
+            p.addcdiv_(xi.mul_(m), denom, value=-lr / bc1)
+        else:
+            denom = v.sqrt().add_(eps)
+            p.addcdiv_(xi.mul_(m), denom, value=-lr * math.sqrt(bc2) / bc1)
+        prev.copy_(g)
 
 
 class DiffGrad(torch.optim.Optimizer):
@@ -35,14 +65,20 @@ class DiffGrad(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-        eps_mode: str = "paper",
+        eps_mode: str = "official",
+        weight_decay_mode: str = "l2",
+        impl: str = "auto",
     ) -> None:
         if eps_mode not in EPS_MODES:
             raise ValueError(f"eps_mode must be one of {EPS_MODES}, got {eps_mode!r}")
+        if weight_decay_mode not in WEIGHT_DECAY_MODES:
+            raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}")
+        if impl not in fused.IMPLS:
+            raise ValueError(f"impl must be one of {fused.IMPLS}, got {impl!r}")
         if lr <= 0 or eps < 0:
             raise ValueError("lr must be positive and eps non-negative")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      eps_mode=eps_mode))
+                                      eps_mode=eps_mode, weight_decay_mode=weight_decay_mode, impl=impl))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -51,12 +87,11 @@ class DiffGrad(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            ms, vs, prevs, steps = [], [], [], []
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -64,27 +99,28 @@ class DiffGrad(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                     state["previous_grad"] = torch.zeros_like(p)
                 state["step"] += 1
-                t = state["step"]
-                m, v, prev = state["exp_avg"], state["exp_avg_sq"], state["previous_grad"]
-                if wd:
-                    p.mul_(1 - lr * wd)
-                m.lerp_(g, 1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                bc1, bc2 = 1 - beta1**t, 1 - beta2**t
-                xi = prev.sub_(g).abs_().sigmoid_()  # reuses the previous-gradient buffer, refilled below
-                if group["eps_mode"] == "paper":
-                    denom = (v / bc2).sqrt_().add_(eps)
-                    p.addcdiv_(xi.mul_(m), denom, value=-lr / bc1)
-                else:
-                    denom = v.sqrt().add_(eps)
-                    p.addcdiv_(xi.mul_(m), denom, value=-lr * math.sqrt(bc2) / bc1)
-                prev.copy_(g)
+                ms.append(state["exp_avg"])
+                vs.append(state["exp_avg_sq"])
+                prevs.append(state["previous_grad"])
+                steps.append(state["step"])
+            beta1, beta2 = group["betas"]
+            args = (params, [p.grad for p in params], ms, vs, prevs, steps, group["lr"], beta1, beta2,
+                    group["eps"], group["weight_decay"], group["eps_mode"] == "paper",
+                    group["weight_decay_mode"] == "decoupled")
+            if fused.choose(params, group.get("impl", "auto"), fused.diffgrad_step) != "fused":
+                diffgrad_loop(*args)
+                continue
+            h = fused.scalars(params[0], group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
+            coefs = fused.scalars(params[0], *(c for t in steps for c in (1 - beta1**t, 1 - beta2**t))).view(-1, 2)
+            fused.run(fused.diffgrad_step, functools.partial(fused.call_with, diffgrad_loop, args), *args[:5], h,
+                      coefs, *args[-2:])
         return loss
 
 
 def _build(params: Iterable[Any], **hp: Any) -> DiffGrad:
     return DiffGrad(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"],
-                    weight_decay=hp["weight_decay"], eps_mode=hp["eps_mode"])
+                    weight_decay=hp["weight_decay"], eps_mode=hp["eps_mode"],
+                    weight_decay_mode=hp["weight_decay_mode"], impl=hp.get("impl", "auto"))
 
 
 @hookimpl
@@ -94,10 +130,11 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
             name="diffgrad",
             build=_build,
             defaults={"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
-                      "eps_mode": "paper"},
+                      "eps_mode": "official", "weight_decay_mode": "l2"},
             search_space={"lr": ("log-uniform", 1e-5, 1e-1)},
             paper="Dubey et al. 2019, diffGrad: An Optimization Method for Convolutional Neural Networks, "
             "arXiv:1909.11015",
-            summary="diffGrad: Adam scaled by sigmoid(|g_prev - g|); eps_mode=paper (default) or official",
+            summary="diffGrad: Adam scaled by sigmoid(|g_prev - g|), the official code's rule (eps_mode, "
+            "weight_decay_mode select the paper's / AdamW-style variants)",
         )
     ]

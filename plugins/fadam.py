@@ -18,6 +18,7 @@ pytorch-optimizer's; the paper's value could not be confirmed here. With eps2 = 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,9 +26,30 @@ import torch
 
 from optbench import OptimizerSpec, hookimpl
 
+from . import fused
+
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.square().mean().sqrt()
+
+
+def fadam_loop(params, grads, ms, fs, steps, lr: float, beta1: float, beta2: float, eps: float, eps2: float,
+               clip: float, power: float, wd: float) -> None:
+    """The reference FAdam step, one tensor at a time in eager torch; `steps` are the incremented step counts."""
+    for p, g, m, f, t in zip(params, grads, ms, fs, steps, strict=True):
+        beta2_t = beta2 * (1 - beta2 ** (t - 1)) / (1 - beta2**t)
+        f.mul_(beta2_t).addcmul_(g, g, value=1 - beta2_t)
+        rms_g = _rms(g)
+        scaled = eps2 * rms_g
+        eps_pow = torch.where((rms_g > 0) & (scaled < eps), scaled, torch.full_like(scaled, eps))
+        eps_pow = eps_pow ** (2 * power)
+        denom = f.pow(power).add_(eps_pow)
+        gbar = g / denom
+        gbar.div_((_rms(gbar) / clip).clamp_(min=1))
+        m.lerp_(gbar, 1 - beta1)
+        w = p / denom
+        w.div_((_rms(w) / clip).clamp_(min=1))
+        p.sub_(w.mul_(wd).add_(m), alpha=lr)
 
 
 class FAdam(torch.optim.Optimizer):
@@ -43,11 +65,14 @@ class FAdam(torch.optim.Optimizer):
         clip: float = 1.0,
         p: float = 0.5,
         weight_decay: float = 0.1,
+        impl: str = "auto",
     ) -> None:
         if lr <= 0 or clip <= 0 or p <= 0 or eps < 0 or eps2 < 0:
             raise ValueError("lr, clip and p must be positive; eps and eps2 non-negative")
+        if impl not in fused.IMPLS:
+            raise ValueError(f"impl must be one of {fused.IMPLS}, got {impl!r}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps2=eps2, clip=clip, p=p,
-                                      weight_decay=weight_decay))
+                                      weight_decay=weight_decay, impl=impl))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -56,39 +81,37 @@ class FAdam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, eps, eps2, clip, power, wd = (group[k] for k in ("lr", "eps", "eps2", "clip", "p", "weight_decay"))
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            ms, fs, steps = [], [], []
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["momentum"] = torch.zeros_like(p)
                     state["fim"] = torch.zeros_like(p)
                 state["step"] += 1
-                t = state["step"]
-                m, f = state["momentum"], state["fim"]
-                beta2_t = beta2 * (1 - beta2 ** (t - 1)) / (1 - beta2**t)
-                f.mul_(beta2_t).addcmul_(g, g, value=1 - beta2_t)
-                rms_g = _rms(g)
-                scaled = eps2 * rms_g
-                eps_pow = torch.where((rms_g > 0) & (scaled < eps), scaled, torch.full_like(scaled, eps))
-                eps_pow = eps_pow ** (2 * power)
-                denom = f.pow(power).add_(eps_pow)
-                gbar = g / denom
-                gbar.div_((_rms(gbar) / clip).clamp_(min=1))
-                m.lerp_(gbar, 1 - beta1)
-                w = p / denom
-                w.div_((_rms(w) / clip).clamp_(min=1))
-                p.sub_(w.mul_(wd).add_(m), alpha=lr)
+                ms.append(state["momentum"])
+                fs.append(state["fim"])
+                steps.append(state["step"])
+            beta1, beta2 = group["betas"]
+            lr, eps, eps2, clip, power, wd = (group[k] for k in ("lr", "eps", "eps2", "clip", "p", "weight_decay"))
+            grads = [p.grad for p in params]
+            loop_args = (params, grads, ms, fs, steps, lr, beta1, beta2, eps, eps2, clip, power, wd)
+            if fused.choose(params, group.get("impl", "auto"), fused.fadam_step) == "fused":
+                h = fused.scalars(params[0], lr, beta1, eps, eps2, clip, wd)
+                b2s = fused.scalars(params[0], *(beta2 * (1 - beta2 ** (t - 1)) / (1 - beta2**t) for t in steps))
+                fallback = functools.partial(fused.call_with, fadam_loop, loop_args)
+                fused.run(fused.fadam_step, fallback, params, grads, ms, fs, h, b2s, float(power))
+            else:
+                fadam_loop(*loop_args)
         return loss
 
 
 def _build(params: Iterable[Any], **hp: Any) -> FAdam:
     return FAdam(params, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"], eps2=hp["eps2"],
-                 clip=hp["clip"], p=hp["p"], weight_decay=hp["weight_decay"])
+                 clip=hp["clip"], p=hp["p"], weight_decay=hp["weight_decay"], impl=hp.get("impl", "auto"))
 
 
 @hookimpl

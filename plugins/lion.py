@@ -25,6 +25,7 @@ GPU here). Lion-IB's compiled step measured no faster than its loop (~66 ms both
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,7 +34,9 @@ import torch
 
 from optbench import OptimizerSpec, hookimpl
 
-_KAPPA_MAX = 1e30  # large enough that tanh saturates, small enough that kappa*c cannot be inf*0
+from . import fused
+
+_KAPPA_MAX = fused.KAPPA_MAX
 
 
 IMPLS = ("auto", "loop", "foreach", "compiled")
@@ -151,9 +154,12 @@ class Lion(torch.optim.Optimizer):
         return loss
 
 
-def _lion_ib_loop(params, grads, ms, vs, bcs, lr: float, wd: float, beta1: float, beta2: float, gain: float,
-                  tau: float, eps: float, snr: bool) -> None:
-    """One Lion-IB step over tensors; `vs`/`bcs` (second moments, 0-dim bias corrections) only in snr mode."""
+def lion_ib_loop(params, grads, ms, vs, bcs, lr: float, wd: float, beta1: float, beta2: float, gain: float,
+                 tau: float, eps: float, snr: bool) -> None:
+    """The reference Lion-IB step, one tensor at a time in eager torch; `vs`/`bcs` (second moments, bias
+    corrections 1 - beta2^t) only in snr mode. gain = inf is the limit gain -> inf: sign(c) where m_hat != 0 and
+    0 where m_hat = 0 (gain is capped at KAPPA_MAX so that 0 * inf never makes a NaN)."""
+    gain = min(gain, _KAPPA_MAX)
     for i, (p, g, m) in enumerate(zip(params, grads, ms, strict=True)):
         c = torch.lerp(g, m, beta1)
         m.lerp_(g, 1 - beta2)
@@ -175,6 +181,7 @@ class LionIB(torch.optim.Optimizer):
     """Lion with a tanh (MMSE sign-estimate) update instead of sign; see the module docstring."""
 
     MODES = ("snr", "temperature")
+    IMPLS = ("auto", "loop", "fused", "compiled")  # "compiled": the earlier name of "fused"
 
     def __init__(
         self,
@@ -188,17 +195,18 @@ class LionIB(torch.optim.Optimizer):
         eps: float = 1e-12,
         foreach: bool | None = None,
         impl: str = "auto",
+        fast_tanh: bool = True,
     ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         if lr <= 0 or gain <= 0 or tau <= 0:
             raise ValueError("lr, gain and tau must be positive")
-        if impl not in IMPLS or impl == "foreach":
-            raise ValueError(f"impl must be one of auto, loop, compiled, got {impl!r}")
+        if impl not in self.IMPLS:
+            raise ValueError(f"impl must be one of {self.IMPLS}, got {impl!r}")
         super().__init__(
             params,
             dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, mode=mode, gain=gain, tau=tau, eps=eps,
-                 foreach=foreach, impl=impl),
+                 foreach=foreach, impl=impl, fast_tanh=fast_tanh),
         )
 
     @torch.no_grad()
@@ -226,16 +234,24 @@ class LionIB(torch.optim.Optimizer):
                 ms.append(state["exp_avg"])
                 if snr:
                     vs.append(state["exp_avg_sq"])
-                    # a 0-dim tensor, not a float: a compiled step must not recompile as the step count grows
-                    bcs.append(torch.tensor(1 - beta2 ** state["step"], dtype=p.dtype, device=p.device))
-            args = (params, grads, ms, vs, bcs, group["lr"], group["weight_decay"], beta1, beta2, group["gain"],
-                    group["tau"], group["eps"], snr)
+                    bcs.append(1 - beta2 ** state["step"])
+            lr, wd, gain = group["lr"], group["weight_decay"], min(group["gain"], _KAPPA_MAX)
             impl = group.get("impl", "auto")
-            impl = "loop" if impl == "auto" else impl  # compiled measured no faster for Lion-IB (docstring)
-            if impl == "compiled":
-                _run_compiled(_lion_ib_loop, _lion_ib_loop, *args)
+            impl = "fused" if impl == "compiled" else fused.choose(params, impl, fused.lion_ib_snr_step)
+            loop_args = (params, grads, ms, vs, bcs, lr, wd, beta1, beta2, gain, group["tau"], group["eps"], snr)
+            if impl != "fused":
+                lion_ib_loop(*loop_args)
+                continue
+            fallback = functools.partial(fused.call_with, lion_ib_loop, loop_args)
+            # rational tanh only where it is within float rounding: never for float64 parameters
+            fast = bool(group.get("fast_tanh", True)) and params[0].dtype != torch.float64
+            if snr:
+                h = fused.scalars(params[0], lr, wd, beta1, beta2, gain, group["eps"])
+                fused.run(fused.lion_ib_snr_step, fallback, params, grads, ms, vs, h, fused.scalars(params[0], *bcs),
+                          fast)
             else:
-                _lion_ib_loop(*args)
+                h = fused.scalars(params[0], lr, wd, beta1, beta2, gain, group["tau"])
+                fused.run(fused.lion_ib_temperature_step, fallback, params, grads, ms, h, fast)
         return loss
 
 

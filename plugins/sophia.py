@@ -39,8 +39,24 @@ SCHEDULES = ("paper", "official")
 ESTIMATORS = ("gnb", "hutchinson")
 
 
+def _examples(closure: Any, bs: float | str) -> float:
+    """B of the GNB estimate: `bs` itself, or with bs="auto" the number of examples the closure's sampled-label
+    loss averages over (optbench's closure knows it from the task; 1 for a summed loss)."""
+    if bs != "auto":
+        return float(bs)
+    count = getattr(closure, "sampled_examples", None)
+    if count is None:
+        raise RuntimeError("Sophia-G with bs='auto' needs optbench's step closure (it knows the batch size); "
+                           "pass bs=<number of examples the sampled-label loss averages over> instead")
+    return float(count)
+
+
 class Sophia(torch.optim.Optimizer):
-    """Sophia with the Gauss-Newton-Bartlett (``gnb``, Sophia-G) or Hutchinson (Sophia-H) estimator."""
+    """Sophia with the Gauss-Newton-Bartlett (``gnb``, Sophia-G) or Hutchinson (Sophia-H) estimator.
+
+    Every hyperparameter, k, estimator, bs and schedule included, lives in the param groups (per group, and
+    saved by state_dict). The step counter is global (one sampled-label pass or HVP serves every group that is
+    due); it lives in the state of the first parameter so that state_dict() carries it."""
 
     def __init__(
         self,
@@ -51,64 +67,79 @@ class Sophia(torch.optim.Optimizer):
         weight_decay: float = 0.1,
         k: int = 10,
         estimator: str = "gnb",
-        bs: float = 1.0,
+        bs: float | str = "auto",
         eps: float = 1e-15,
         schedule: str = "paper",
     ) -> None:
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if lr <= 0 or rho <= 0 or k < 1 or bs <= 0:
-            raise ValueError("lr, rho and bs must be positive and k >= 1")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, eps=eps))
-        self.k = int(k)
-        self.estimator = estimator
-        self.bs = float(bs)
-        self.schedule = schedule
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), rho=rho, weight_decay=weight_decay, eps=eps,
+                                      k=k, estimator=estimator, bs=bs, schedule=schedule))
+        for group in self.param_groups:
+            self._check(group)
+
+    @staticmethod
+    def _check(group: dict[str, Any]) -> None:
+        if group["estimator"] not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {group['estimator']!r}")
+        if group["schedule"] not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {group['schedule']!r}")
+        bs = group["bs"]
+        if group["lr"] <= 0 or group["rho"] <= 0 or int(group["k"]) < 1 or (bs != "auto" and float(bs) <= 0):
+            raise ValueError("lr, rho and bs must be positive (or bs='auto') and k >= 1")
 
     def _first(self) -> torch.Tensor:
         return self.param_groups[0]["params"][0]
 
-    def _params(self) -> list[torch.Tensor]:
-        return [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-
-    def _estimate_due(self, t: int) -> bool:
-        if (t - 1) % self.k != 0:
+    @staticmethod
+    def _estimate_due(t: int, group: dict[str, Any]) -> bool:
+        if (t - 1) % int(group["k"]) != 0:
             return False
-        return t > 1 or self.schedule == "paper"
+        return t > 1 or group["schedule"] == "paper"
 
-    def _hutchinson(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    @staticmethod
+    def _hutchinson(params: list[torch.Tensor]) -> list[torch.Tensor]:
         grads = [p.grad for p in params]
         if any(g.grad_fn is None for g in grads):
             raise RuntimeError("Sophia-H needs gradients built with create_graph=True (needs=HESSIAN)")
         us = [torch.randn_like(p) for p in params]
-        hus = torch.autograd.grad(grads, params, grad_outputs=us)
+        hus = torch.autograd.grad(grads, params, grad_outputs=us, retain_graph=True)
         return [u * hu for u, hu in zip(us, hus, strict=True)]
 
-    def _gnb(self, params: list[torch.Tensor], closure: Callable[..., torch.Tensor] | None) -> list[torch.Tensor]:
+    @staticmethod
+    def _gnb(params: list[torch.Tensor], closure: Callable[..., torch.Tensor] | None) -> list[torch.Tensor]:
+        """g_hat^2 (times B later, per group); the real gradient the runner computed is put back afterwards."""
         if closure is None:
             raise RuntimeError("Sophia-G needs step(closure) with closure(sampled_labels=True) (needs=SAMPLED_LABELS)")
         saved = [p.grad for p in params]
         with torch.enable_grad():
             closure(sampled_labels=True)
-        est = [p.grad.detach() * p.grad.detach() * self.bs for p in params]
+        est = [p.grad.detach() * p.grad.detach() for p in params]
         for p, g in zip(params, saved, strict=True):
-            p.grad = g  # the update uses the real gradient the runner computed
+            p.grad = g  # the update uses the real gradient
         return est
 
     @torch.no_grad()
     def step(self, closure: Callable[..., torch.Tensor] | None = None) -> torch.Tensor | None:
-        params = self._params()
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not params:
             return None
-        first = self._first()  # the step counter lives in its state, so state_dict() carries it
+        first = self._first()
         t = int(self.state[first].get("sophia_t", 0)) + 1
         self.state[first]["sophia_t"] = t
+        due = [g for g in self.param_groups if self._estimate_due(t, g)]
         estimates: dict[int, torch.Tensor] = {}
-        if self._estimate_due(t):
-            est = self._hutchinson(params) if self.estimator == "hutchinson" else self._gnb(params, closure)
-            estimates = {id(p): e for p, e in zip(params, est, strict=True)}
+        for kind in ESTIMATORS:
+            groups = [g for g in due if g["estimator"] == kind]
+            ps = [p for g in groups for p in g["params"] if p.grad is not None]
+            if not ps:
+                continue
+            if kind == "hutchinson":
+                with torch.enable_grad():
+                    est = self._hutchinson(ps)
+            else:
+                est = self._gnb(ps, closure)
+                scale = {id(p): _examples(closure, g["bs"]) for g in groups for p in g["params"]}
+                est = [e.mul_(scale[id(p)]) for p, e in zip(ps, est, strict=True)]  # h_hat = B * g_hat^2
+            estimates.update({id(p): e for p, e in zip(ps, est, strict=True)})
         for group in self.param_groups:
             lr, rho, wd, eps = group["lr"], group["rho"], group["weight_decay"], group["eps"]
             beta1, beta2 = group["betas"]
@@ -156,12 +187,12 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
         OptimizerSpec(
             name="sophia-g",
             build=_build_g,
-            defaults={**_COMMON, "bs": 1.0},
+            defaults={**_COMMON, "bs": "auto"},
             search_space=space,
             needs=Needs.SAMPLED_LABELS,
             paper=PAPER,
             summary="Sophia-G: clipped m/(rho*h), h from B*g_hat^2 on model-sampled labels every k steps; "
-            "bs = examples the sampled loss averages over",
+            "bs = B, the examples the sampled loss averages over (auto: from the task)",
         ),
         OptimizerSpec(
             name="sophia-h",

@@ -87,6 +87,10 @@ class ClassifierTask(TaskInstance):
             sampled = torch.multinomial(logits.softmax(-1), 1, generator=self._label_gen).squeeze(1)
         return F.cross_entropy(logits, sampled)
 
+    def sampled_examples(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+        """`sampled_loss` is a batch mean: Sophia-G's B is the batch size."""
+        return len(batch[1])
+
     def evaluate(self) -> dict[str, float]:
         """`val_loss`/`val_accuracy` (what targets and tuning look at) and `test_loss`/`test_accuracy` (reported)."""
         was_training = self.model.training

@@ -98,6 +98,9 @@ class DigitsProblem:
             y = torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1)
         return F.cross_entropy(logits, y, reduction=reduction)
 
+    def sampled_examples(self, batch: Batch) -> int:
+        return len(batch[1])
+
 
 @dataclass
 class StepContext:
