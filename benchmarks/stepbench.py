@@ -59,7 +59,8 @@ def make_params(device: str = "cpu", seed: int = 0) -> list[torch.Tensor]:
 def _selected(name: str, patterns: str | None) -> bool:
     if not patterns:
         return True
-    return any(fnmatch.fnmatch(name, pat.strip()) for pat in patterns.split(",") if pat.strip())
+    pats = [pat.strip() for pat in patterns.split(",") if pat.strip()]
+    return any(name == pat or fnmatch.fnmatch(name, pat) for pat in pats)  # exact first: "lion-ib[fused]"
 
 
 def baselines() -> list[Candidate]:
@@ -79,7 +80,23 @@ def lion_variants() -> list[Candidate]:
     out = [Candidate(f"lion[{impl}]", lambda ps, impl=impl: Lion(ps, weight_decay=0.1, impl=impl), f"Lion impl={impl}")
            for impl in ("loop", "foreach", "compiled")]
     out += [Candidate(f"lion-ib[{impl}]", lambda ps, impl=impl: LionIB(ps, weight_decay=0.1, impl=impl),
-                      f"LionIB impl={impl}") for impl in ("loop", "compiled")]
+                      f"LionIB impl={impl}") for impl in ("loop", "fused")]
+    out.append(Candidate("lion-ib[fused,exact-tanh]",
+                         lambda ps: LionIB(ps, weight_decay=0.1, impl="fused", fast_tanh=False),
+                         "LionIB impl=fused, libm tanh"))
+    return out
+
+
+def fused_variants() -> list[Candidate]:
+    """diffGrad's and FAdam's loop (the reference) next to their fused kernels."""
+    from optbench.plugins.diffgrad import DiffGrad
+    from optbench.plugins.fadam import FAdam
+
+    out = []
+    for impl in ("loop", "fused"):
+        out.append(Candidate(f"diffgrad[{impl}]", lambda ps, impl=impl: DiffGrad(ps, impl=impl),
+                             f"DiffGrad impl={impl}"))
+        out.append(Candidate(f"fadam[{impl}]", lambda ps, impl=impl: FAdam(ps, impl=impl), f"FAdam impl={impl}"))
     return out
 
 
@@ -114,7 +131,7 @@ def registry_candidates(registry: Registry | None = None, include_bridges: bool 
 def all_candidates(include_bridges: bool = False) -> tuple[list[Candidate], list[Skipped]]:
     found, skipped = registry_candidates(include_bridges=include_bridges)
     patterns = os.environ.get(ENV_SELECT)
-    extra = [c for c in baselines() + lion_variants() if c.baseline or _selected(c.name, patterns)]
+    extra = [c for c in baselines() + lion_variants() + fused_variants() if c.baseline or _selected(c.name, patterns)]
     return extra + found, skipped
 
 
@@ -193,3 +210,50 @@ def measure_all(candidates: list[Candidate], device: str = "cpu", rounds: int = 
     bandwidth = copy_bandwidth(device)
     for c in candidates:
         yield measure(c, bandwidth, device, rounds, warmup)
+
+
+@dataclass
+class Ratio:
+    """An interleaved comparison: `candidate` step time / `reference` step time, round by round."""
+
+    name: str
+    reference: str
+    median: float
+    lo: float  # 25th percentile of the per-round ratios
+    hi: float  # 75th percentile
+    ref_median_s: float
+    rounds: int
+    note: str = ""
+    error: str = ""
+
+
+def interleaved_ratio(candidate: Candidate, reference: Candidate, device: str = "cpu", rounds: int = 20,
+                      warmup: int = 3) -> Ratio:
+    """Time reference and candidate steps alternately (A B, B A, A B, ...; the order flips every round so that
+    neither always runs on a warmer cache) in this process, each on its own copy of the workload, and report the
+    median and quartiles of the per-round ratios: load that comes and goes hits both sides of a round alike."""
+    try:
+        ref_opt = reference.build(make_params(device, seed=0))
+        opt = candidate.build(make_params(device, seed=0))
+        for _ in range(warmup):
+            ref_opt.step()
+            opt.step()
+        _sync(device)
+        ratios, ref_times = [], []
+        for r in range(rounds):
+            pair = [(ref_opt, 0), (opt, 1)] if r % 2 == 0 else [(opt, 1), (ref_opt, 0)]
+            t = [0.0, 0.0]
+            for o, i in pair:
+                t0 = time.perf_counter()
+                o.step()
+                _sync(device)
+                t[i] = time.perf_counter() - t0
+            ratios.append(t[1] / t[0])
+            ref_times.append(t[0])
+    except Exception as exc:  # noqa: BLE001 - one optimizer failing must not stop the table
+        nan = float("nan")
+        return Ratio(candidate.name, reference.name, nan, nan, nan, nan, 0, candidate.note,
+                     f"{type(exc).__name__}: {exc}")
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return Ratio(candidate.name, reference.name, statistics.median(ratios), q[0], q[2], statistics.median(ref_times),
+                 rounds, candidate.note)

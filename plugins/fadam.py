@@ -9,11 +9,12 @@ Per tensor, with t the step:
     m    <- b1 m + (1 - b1) gbar                         momentum of the natural gradient, no bias correction
     w    = theta / D ;  w /= max(1, RMS(w)/clip)         weight decay preconditioned the same way
     theta <- theta - lr (m + wd * w)
-This is pytorch-optimizer 4.1.0's FAdam (which writes the adaptive epsilon as min(eps, eps2*RMS(g))^(2p)) and the
-paper's Algorithm 1 as implemented by lessw2020/FAdam_PyTorch (adaptive epsilon, b2 bias correction inside the
-EMA); tests/test_zoo_reference.py checks it against pytorch-optimizer to 1e-5. The eps2 default 0.01 is
-pytorch-optimizer's; the paper's value could not be confirmed here. With eps2 = 0 the adaptive epsilon is off
-(plain eps), which is REFERENCES.md's one-line rule.
+No code was published with the paper. This is pytorch-optimizer's FAdam (which writes the adaptive epsilon as
+min(eps, eps2*RMS(g))^(2p)), the reading of the paper's Algorithm 1 that an early revision of lessw2020/FAdam_PyTorch
+also implements (its latest revision uses eps*max(1, RMS(g)) instead); tests/fidelity/test_adaptive_fidelity.py
+checks it against pytorch-optimizer on a real network. The eps2 default 0.01 is pytorch-optimizer's; the paper's
+value could not be confirmed. docs/optimizers.md ("FAdam") has the details. `impl`: loop (the reference),
+fused (plugins/fused.py: three passes per tensor, the RMS reductions first), auto (fused from 1M parameters).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Lion (Chen et al. 2023) and Lion-IB, Lion with the tanh information-bottleneck update of Tan & Huang.
 
-Lion-IB, as optbench reads the paper (its Algorithm 1 could not be read; see REFERENCES.md): each
-coordinate's update direction is a sign observed through Gaussian noise, whose Bayes-optimal estimate is
-tanh(mu * x / sigma^2). With Lion's interpolation c = beta1*m + (1-beta1)*g the update is
+Lion-IB, as optbench reads the paper (its Algorithm 1 could not be read; docs/optimizers.md, "Lion-IB", says
+what is and is not from the paper): each coordinate's update direction is a sign observed through Gaussian
+noise, whose Bayes-optimal estimate is tanh(mu * x / sigma^2). With Lion's interpolation
+c = beta1*m + (1-beta1)*g the update is
 
     u = tanh(gain * kappa * c),   theta <- theta*(1 - lr*wd) - lr*u
 
@@ -12,15 +13,18 @@ and kappa has two modes:
     gradient before use. kappa*c is roughly the signal-to-noise ratio: confident coordinates move like
     Lion, noisy ones move less. One more state tensor than Lion.
   * ``temperature``: kappa = 1 / (tau * RMS(c)) per tensor, no extra state.
-As gain -> infinity both modes equal Lion exactly (tanh saturates to sign, and tanh(0) = sign(0) = 0).
+As gain -> infinity both modes equal Lion wherever kappa > 0 (tanh saturates to sign); gain = inf is that limit
+(0 where m_hat = 0, never NaN). tests/fidelity/test_lion_fidelity.py checks Lion against lion-pytorch and
+Lion-IB against a transcription of this rule and against Lion at gain = inf, on a real network.
 
-Step implementation (``impl``, default "auto", chosen by `choose_impl`): measured with
-``OMP_NUM_THREADS=1 python -m benchmarks.step_ratios --only 'lion*'`` (10M params in 50 tensors, 2-core CPU
-shared with 7 other jobs, so noisy): Lion compiled 16.5 ms, per-tensor loop 48.3 ms, foreach 141.9 ms,
-torch.optim.AdamW(fused=True) 29.1 ms, AdamW(foreach=True) 204.3 ms. So on CPU "auto" uses the
-torch.compile'd per-tensor kernel at >= 1M parameters (falling back to the loop, with a warning, if compiling
-fails) and the plain loop below that (no compile warm-up in small trials); CUDA uses foreach (not measured: no
-GPU here). Lion-IB's compiled step measured no faster than its loop (~66 ms both, standalone run).
+Step implementations. Lion (``impl``: auto/loop/foreach/compiled): on CPU "auto" uses the torch.compile'd
+per-tensor kernel at >= 1M parameters (falling back to the loop, with a warning, if compiling fails) and the
+plain loop below that (no compile warm-up in small trials); CUDA uses foreach. Lion-IB (``impl``:
+auto/loop/fused): "fused" is plugins/fused.py's one-pass kernel, chosen by "auto" on CUDA and on CPU from 1M
+parameters. With float32 (or lower) parameters the fused kernel evaluates tanh by a rational approximation
+(``fast_tanh``, default on; error <= 4e-7, float32 rounding level); float64 parameters always get the exact
+tanh. Ratios to fused AdamW: ``python -m benchmarks.step_ratios --only 'lion*'`` (docs/optimizers.md lists the
+measured ones).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@
 Two estimators h_hat:
   * Sophia-G (Gauss-Newton-Bartlett): h_hat = B * g_hat^2 with g_hat the gradient of the loss on labels sampled
     from the model (`closure(sampled_labels=True)`, needs=SAMPLED_LABELS) and B the number of examples that loss
-    averages over (hyperparameter `bs`; 1 for a loss that is a plain sum, like the quadratic tasks' sampled loss).
-    The official code (sophia-opt) stores the EMA of g_hat^2 and multiplies by B in the step (rho*B*h); storing
-    B*g_hat^2 is the same number up to rounding.
+    averages over (hyperparameter `bs`; default "auto": the task says, via the closure's `sampled_examples`:
+    the batch size for the classifiers' batch-mean loss, 1 for the quadratics' summed loss). This keeps rho's
+    meaning the paper's and the official code's (sophia-opt stores the EMA of g_hat^2 and divides by
+    rho*B*h with B the tokens per batch); storing B*g_hat^2 is the same number up to rounding.
   * Sophia-H (Hutchinson): h_hat = u * (H u), u ~ N(0, I), one HVP through torch.autograd.grad on p.grad, which
     the runner built with create_graph=True (needs=HESSIAN).
 
@@ -21,7 +22,9 @@ When the estimate is taken (`schedule`):
     (steps 1..k run with h = 0, i.e. clipped sign steps). In this protocol that is the estimate at the start of
     steps k+1, 2k+1, ... (the official script takes it at the same parameters, on the next batch).
 pytorch-optimizer's SophiaH follows the paper's timing; it writes the step as lr' * clip(m / max(h, eps'), p)
-with lr' = lr/rho, p = rho, eps' = eps/rho, wd' = wd*rho, the same rule (tests/test_zoo_reference.py checks it).
+with lr' = lr/rho, p = rho, eps' = eps/rho, wd' = wd*rho, the same rule. tests/fidelity/test_sophia_fidelity.py
+checks Sophia-G against sophia-opt (both schedules) and Sophia-H against pytorch-optimizer on a real network.
+Every hyperparameter (k, estimator, bs and schedule included) is per param group and saved by state_dict().
 The denominator max(rho h, eps) is the paper's; sophia-opt writes rho*B*h + 1e-15, the same unless rho*h is
 within a few 1e-15 of zero, and the max form keeps a negative Hutchinson estimate from flipping the step.
 """
