@@ -58,11 +58,15 @@ def fmt_value(value: Any) -> str:
 
 
 def schedule_label(schedule: Mapping[str, Any] | None) -> str:
-    """'' for the constant schedule, else e.g. 'warmup-cosine(warmup=0.05)'."""
+    """'' for the constant schedule, else its name and the parameters that differ from that schedule's defaults,
+    e.g. 'warmup-cosine' or 'warmup-cosine(warmup=0.1)'."""
     sched = normalise_schedule(schedule)
     if sched == CONSTANT:
         return ""
-    params = {k: v for k, v in sched.items() if k != "name"}
+    from optbench.schedules import SCHEDULES
+
+    defaults = SCHEDULES.get(str(sched["name"]), {})
+    params = {k: v for k, v in sched.items() if k != "name" and defaults.get(k) != v}
     return str(sched["name"]) + (fmt_value(params) if params else "")
 
 

@@ -1,19 +1,22 @@
-"""Turns what the user asked for (names, presets, seeds, --hp overrides) into a list of trials.
+"""Turns what the user asked for (names or wildcard patterns, presets, seeds, --hp grids, schedules) into a
+list of trials.
 
-Every check that can fail happens here, before anything runs: unknown names, unknown presets, and
-hyperparameter values of the wrong type for the optimizer's defaults.
+Every check that can fail happens here, before anything runs: unknown names, patterns that match nothing,
+unknown presets, empty grids, and hyperparameter values of the wrong type for the optimizer's defaults.
+`--hp lr=1e-4,3e-4 --hp weight_decay=0,0.1` is a grid: every combination is one configuration.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from optbench.errors import OptbenchError
 from optbench.registry import Registry
-from optbench.trial import Trial
+from optbench.trial import Trial, canonical_json
 
 
 def parse_hp_value(raw: str) -> Any:
@@ -29,8 +32,26 @@ def parse_hp_value(raw: str) -> Any:
         return raw.strip()
 
 
+def split_values(raw: str) -> list[str]:
+    """'1e-4,3e-4' -> ['1e-4', '3e-4']; commas inside brackets stay: '(0.9,0.99),(0.95,0.98)' gives two tuples."""
+    parts, depth, cur = [], 0, ""
+    for ch in raw:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts]
+
+
 def parse_hp_overrides(items: Iterable[str]) -> list[tuple[str | None, str, Any]]:
-    """`--hp lr=1e-3` or `--hp lion-ib.lr=1e-3` -> (optimizer or None, key, value)."""
+    """`--hp lr=1e-3` or `--hp lion-ib.lr=1e-3` -> (optimizer or None, key, value); `lr=1e-4,3e-4` gives one
+    tuple per value (a grid axis), as does repeating `--hp` with the same key."""
     out = []
     for item in items:
         if "=" not in item:
@@ -39,7 +60,11 @@ def parse_hp_overrides(items: Iterable[str]) -> list[tuple[str | None, str, Any]
         opt: str | None = None
         if "." in key:
             opt, key = key.split(".", 1)
-        out.append((opt, key.strip(), parse_hp_value(raw)))
+        values = split_values(raw)
+        if not raw.strip() or any(not v for v in values):
+            raise OptbenchError(f"--hp {item!r} gives an empty value, so its grid would be empty.",
+                                "Give one or more comma-separated values, e.g. --hp lr=1e-4,3e-4,1e-3.")
+        out.extend((opt, key.strip(), parse_hp_value(v)) for v in values)
     return out
 
 
@@ -86,21 +111,46 @@ def check_finite(optimizer: str, key: str, value: Any, default: Any) -> None:
         )
 
 
-def resolve_hparams(registry: Registry, optimizer: str, overrides: Sequence[tuple[str | None, str, Any]]) -> dict:
+def resolve_grid(registry: Registry, optimizer: str, overrides: Sequence[tuple[str | None, str, Any]]) -> list[dict]:
+    """Every configuration of `optimizer` the overrides ask for: the cartesian product of the values given per
+    key (each checked against the default's type), on top of the defaults. No override: just the defaults.
+    Values named for this optimizer (`lion.lr=`) replace bare ones (`lr=`) for the same key."""
     spec = registry.optimizer(optimizer).spec
-    hp = dict(spec.defaults)
+    given: dict[str, dict[bool, list[Any]]] = {}
     for opt, key, value in overrides:
         if opt is not None and opt != optimizer:
             continue
-        if key not in hp:
+        if key not in spec.defaults:
             if opt is None:
                 continue  # a bare key applies to the optimizers that have it; checked in plan()
-            known = ", ".join(sorted(hp)) or "none"
+            known = ", ".join(sorted(spec.defaults)) or "none"
             raise OptbenchError(f"optimizer {optimizer!r} has no hyperparameter {key!r}.", f"It has: {known}.")
-        value = coerce_hp(optimizer, key, value, hp[key])
-        check_finite(optimizer, key, value, hp[key])
-        hp[key] = value
-    return hp
+        value = coerce_hp(optimizer, key, value, spec.defaults[key])
+        check_finite(optimizer, key, value, spec.defaults[key])
+        values = given.setdefault(key, {True: [], False: []})[opt is not None]
+        if value not in values:
+            values.append(value)
+    grid = [dict(spec.defaults)]
+    for key, by_kind in given.items():
+        values = by_kind[True] or by_kind[False]
+        grid = [{**hp, key: v} for hp in grid for v in values]
+    return grid
+
+
+def expand_optimizers(registry: Registry, names: Sequence[str]) -> list[str]:
+    """Names and wildcard patterns (`lion*`, as `optbench list` takes them) -> registered names, in the order
+    given, each once. A pattern that matches nothing is an error, not an empty grid."""
+    out: list[str] = []
+    for name in names:
+        if any(ch in name for ch in "*?["):
+            matched = registry.names("optimizer", name)
+            if not matched:
+                raise OptbenchError(f"no optimizer matches {name!r}.", "See `optbench list optimizers` for the names.")
+        else:
+            registry.optimizer(name)
+            matched = [name]
+        out.extend(m for m in matched if m not in out)
+    return out
 
 
 def plan(
@@ -112,13 +162,21 @@ def plan(
     hp_overrides: Sequence[str] = (),
     options: dict[str, Any] | None = None,
     task_options: dict[str, dict[str, Any]] | None = None,
+    schedules: Sequence[str] = (),
 ) -> list[Trial]:
-    """Validate everything, then expand the grid tasks x optimizers x seeds. `options` go to every task;
-    `task_options` add per-task ones (a suite's declared options)."""
+    """Validate everything, then expand the grid tasks x optimizers x configurations x seeds, where an
+    optimizer's configurations are the cartesian product of its --hp values and the schedules. Optimizer names
+    may be wildcard patterns. `options` go to every task; `task_options` add per-task ones (a suite's declared
+    options)."""
+    from optbench.schedules import parse_schedule
+
     if not optimizers:
         raise OptbenchError("no optimizer given.", "Name one with --optimizer, e.g. --optimizer lion-ib.")
-    for name in optimizers:
-        registry.optimizer(name)
+    optimizers = expand_optimizers(registry, optimizers)
+    if not tasks:
+        raise OptbenchError("no task given.", "Name one with --task, e.g. --task cnn-digits.")
+    if not seeds:
+        raise OptbenchError("no seed given.", "Pass --seeds 1 or more.")
     for name in tasks:
         spec = registry.task(name).spec
         if preset not in spec.presets:
@@ -134,13 +192,30 @@ def plan(
         elif not any(key in registry.optimizer(o).spec.defaults for o in optimizers):
             raise OptbenchError(f"no optimizer being run has a hyperparameter {key!r}.",
                                 "See `optbench list optimizers --json` for each one's defaults.")
-    hparams = {o: resolve_hparams(registry, o, overrides) for o in optimizers}
+    scheds = list(dict.fromkeys(canonical_json(parse_schedule(s)) for s in schedules)) or ['{"name":"constant"}']
+    sched_dicts = [json.loads(s) for s in scheds]
+    grids = {o: resolve_grid(registry, o, overrides) for o in optimizers}
+
     def opts(task: str) -> dict[str, Any]:
         return dict(sorted({**(task_options or {}).get(task, {}), **(options or {})}.items()))
 
     return [
-        Trial(task=t, preset=preset, optimizer=o, hparams=hparams[o], seed=s, options=opts(t))
+        Trial(task=t, preset=preset, optimizer=o, hparams=hp, seed=s, options=opts(t),
+              schedule={} if sc == {"name": "constant"} else sc)
         for t in tasks
         for o in optimizers
+        for hp in grids[o]
+        for sc in sched_dicts
         for s in seeds
     ]
+
+
+def describe(trials: Sequence[Trial]) -> str:
+    """'12 trials = 1 task x 6 configurations x 2 seeds' (configurations counted over all optimizers)."""
+    tasks = list(dict.fromkeys(t.task for t in trials))
+    configs = list(dict.fromkeys((t.optimizer, t.config_id) for t in trials))
+    seeds = list(dict.fromkeys(t.seed for t in trials))
+    def n(k: int, word: str) -> str:
+        return f"{k} {word}{'' if k == 1 else 's'}"
+    return (f"{n(len(trials), 'trial')} = {n(len(tasks), 'task')} x {n(len(configs), 'configuration')} x "
+            f"{n(len(seeds), 'seed')}")

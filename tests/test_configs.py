@@ -27,7 +27,9 @@ def test_labels_are_readable_and_defaults_are_the_bare_name():
     two = config_label("lion-ib", {**DEFAULTS, "lr": 1e-3, "weight_decay": 0.1}, None, DEFAULTS)
     assert two == "lion-ib[lr=1e-3,weight_decay=0.1]"
     sched = {"name": "warmup-cosine", "warmup": 0.05, "final": 0.0}
-    assert config_label("lion-ib", DEFAULTS, sched, DEFAULTS) == "lion-ib[schedule=warmup-cosine(final=0,warmup=0.05)]"
+    assert config_label("lion-ib", DEFAULTS, sched, DEFAULTS) == "lion-ib[schedule=warmup-cosine]"
+    sched = {"name": "warmup-linear", "warmup": 0.1, "final": 0.0}
+    assert config_label("lion-ib", DEFAULTS, sched, DEFAULTS) == "lion-ib[schedule=warmup-linear(warmup=0.1)]"
 
 
 def test_config_id_is_stable_and_separates_what_differs():

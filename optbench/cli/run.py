@@ -31,13 +31,42 @@ def _at_least_one(ctx: click.Context, param: click.Parameter, value: int | None)
     return value
 
 
+def print_plan(cli, trials) -> None:
+    """The trials a command would run (count, tasks x configurations x seeds, one line per configuration)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from optbench.config import config_label
+    from optbench.planner import describe
+
+    registry = cli.registry
+    cli.console.print(f"dry run: {describe(trials)}; nothing is run or written", highlight=False)
+    table = Table(title_justify="left")
+    for col in ("task", "preset", "configuration", "seeds"):
+        table.add_column(col, overflow="fold")
+    cells: dict[tuple, list[int]] = {}
+    for t in trials:
+        label = config_label(t.optimizer, t.hparams, t.schedule, registry.optimizer(t.optimizer).spec.defaults)
+        cells.setdefault((t.task, t.preset, label), []).append(t.seed)
+    for (task, preset, label), seeds in cells.items():
+        table.add_row(escape(task), escape(preset), escape(label), ",".join(map(str, seeds)))
+    cli.console.print(table)
+
+
 @click.command("run")
-@click.option("--optimizer", "-o", "optimizers", multiple=True, required=True, help="Optimizer name (repeatable).")
+@click.option("--optimizer", "-o", "optimizers", multiple=True, required=True,
+              help="Optimizer name or wildcard pattern, e.g. 'lion*' (repeatable).")
 @click.option("--task", "-t", "tasks", multiple=True, help="Task name (repeatable); default: the suite.")
 @click.option("--suite", default="default", show_default=True, help="Task suite used when no --task is given.")
 @click.option("--preset", default="smoke", show_default=True, help="Task preset: smoke (CPU) or full (GPU).")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1), help="Seeds 0..N-1 per cell.")
-@click.option("--hp", "hp", multiple=True, help="Hyperparameter KEY=VALUE or OPTIMIZER.KEY=VALUE (repeatable).")
+@click.option("--hp", "hp", multiple=True,
+              help="Hyperparameter KEY=VALUE or OPTIMIZER.KEY=VALUE; comma-separated values and repeated keys make a "
+                   "grid (every combination is one configuration), e.g. --hp lion.lr=1e-4,3e-4,1e-3.")
+@click.option("--schedule", "schedules", multiple=True, metavar="NAME[:key=value,...]",
+              help="Learning-rate schedule, the same for every optimizer: constant (default), warmup-cosine, "
+                   "warmup-linear, e.g. warmup-cosine:warmup=0.05,final=0 (repeatable: a grid axis).")
+@click.option("--dry-run", is_flag=True, help="Print the planned trials and run nothing.")
 @click.option("--results", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Re-run trials that already have results.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
@@ -71,9 +100,9 @@ def _at_least_one(ctx: click.Context, param: click.Parameter, value: int | None)
               help="CPUs each Ray task asks for.")
 @click.option("--ray-timeout", default=30.0, show_default=True, type=float, callback=_seconds,
               help="Seconds to reach the Ray cluster before giving up.")
-def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device, data_dir, synthetic, amp,
-            channels_last, metrics, no_metrics, metrics_every, trial_timeout, workers, torch_threads, alone,
-            claim_ttl, executor, address, gpus_per_trial, cpus_per_trial, ray_timeout) -> None:
+def run_cmd(optimizers, tasks, suite, preset, seeds, hp, schedules, dry_run, results, force, device, data_dir,
+            synthetic, amp, channels_last, metrics, no_metrics, metrics_every, trial_timeout, workers, torch_threads,
+            alone, claim_ttl, executor, address, gpus_per_trial, cpus_per_trial, ray_timeout) -> None:
     """Run optimizers on tasks and write one Parquet row per trial under --results."""
     from optbench.executor import LocalOptions, run_local
     from optbench.planner import plan
@@ -100,7 +129,11 @@ def run_cmd(optimizers, tasks, suite, preset, seeds, hp, results, force, device,
                 suite_options[name] = declared
                 err_console.print(f"[dim]{name}: suite {suite!r} runs it with {declared} "
                                   "(pass --data-dir for real data)[/dim]")
-    trials = plan(registry, list(optimizers), task_names, preset, range(seeds), hp, options, suite_options)
+    trials = plan(registry, list(optimizers), task_names, preset, range(seeds), hp, options, suite_options,
+                  schedules)
+    if dry_run:
+        print_plan(cli, trials)
+        return
     if no_metrics and metrics:
         raise OptbenchError("--no-metrics and --metrics contradict each other.", "Pass one of them.")
     if no_metrics:
