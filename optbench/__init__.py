@@ -5,6 +5,7 @@ The public API a plugin needs is re-exported here; everything else is engine int
 
 from optbench.hookspecs import hookimpl
 from optbench.specs import (
+    ColumnSpec,
     MetricContext,
     MetricSpec,
     MetricWhen,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 SUITE_VERSION = "1"  # bump when a task's definition changes so old trial ids stop matching
 
 __all__ = [
+    "ColumnSpec",
     "MetricContext",
     "MetricSpec",
     "MetricWhen",

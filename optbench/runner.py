@@ -29,13 +29,14 @@ from optbench.errors import NotApplicable, OptbenchError
 from optbench.measure import compute_metrics
 from optbench.registry import Registered, Registry
 from optbench.schedules import LRScheduler
-from optbench.specs import MetricWhen, Needs, OptimizerSpec, TaskInstance
+from optbench.schema import TrialRow, declared_columns
+from optbench.specs import ColumnSpec, MetricWhen, Needs, OptimizerSpec, TaskInstance
 from optbench.trial import Trial, canonical_json
 
 #: a loss this many times the first one counts as exploding
 DIVERGENCE_FACTOR = 1e4
-#: geometry metrics that get their own column in the trials table
-GEOMETRY_COLUMNS = ("sharpness", "hessian_trace", "entropy_gap", "entropy_gap_alpha2")
+#: what the runner reads the time from: seconds, monotonic (tests pass a scaled or stepped one)
+Clock = Callable[[], float]
 
 
 @dataclass
@@ -51,7 +52,7 @@ class RunSettings:
 
 @dataclass
 class TrialResult:
-    row: dict[str, Any]
+    row: TrialRow
     curves: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -105,31 +106,49 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def base_row(trial: Trial, registry: Registry, settings: RunSettings, device: torch.device) -> dict[str, Any]:
+def chosen_metrics(registry: Registry, names: Sequence[str] | None) -> list[Registered]:
+    """The metrics a run computes: the named ones, or every metric that is on by default."""
+    if names is None:
+        return [r for r in registry.entries["metric"].values() if r.spec.default]
+    return [registry.metric(n) for n in names]
+
+
+def registry_columns(registry: Registry) -> tuple[ColumnSpec, ...]:
+    """Every column the registered metrics declare: all trials of an installation share one schema (a metric
+    that did not run leaves its columns null)."""
+    try:
+        return declared_columns(r.spec for r in registry.entries["metric"].values())
+    except ValueError:  # two metrics claim one column: keep those values in the metrics JSON only
+        return ()
+
+
+def base_row(trial: Trial, registry: Registry, settings: RunSettings, device: torch.device) -> TrialRow:
+    """A trial's row before it runs (status `failed` until it finishes): the one place rows are started,
+    here and in the Ray executor for trials whose worker never reported back."""
     opt = registry.entries["optimizer"].get(trial.optimizer)
     task = registry.entries["task"].get(trial.task)
-    env = environment(device)
-    return {
-        "trial_id": trial.trial_id,
-        "run_id": settings.run_id,
-        "task": trial.task,
-        "preset": trial.preset,
-        "optimizer": trial.optimizer,
-        "plugin": opt.distribution if opt else None,
-        "plugin_version": opt.version if opt else None,
-        "task_plugin": task.distribution if task else None,
-        "hparams": canonical_json(trial.hparams),
-        "options": canonical_json(trial.options),
-        "config_id": trial.config_id,
-        "config": config_label(trial.optimizer, trial.hparams, trial.schedule, opt.spec.defaults if opt else None),
-        "schedule": canonical_json(normalise_schedule(trial.schedule)),
-        "study": trial.study or None,
-        "study_role": trial.study_role or None,
-        "seed": trial.seed,
-        "status": "failed",
-        "optbench_version": optbench.__version__,
-        **env,
-    }
+    return TrialRow(
+        registry_columns(registry),
+        trial_id=trial.trial_id,
+        run_id=settings.run_id,
+        task=trial.task,
+        preset=trial.preset,
+        optimizer=trial.optimizer,
+        plugin=opt.distribution if opt else None,
+        plugin_version=opt.version if opt else None,
+        task_plugin=task.distribution if task else None,
+        hparams=canonical_json(trial.hparams),
+        options=canonical_json(trial.options),
+        config_id=trial.config_id,
+        config=config_label(trial.optimizer, trial.hparams, trial.schedule, opt.spec.defaults if opt else None),
+        schedule=canonical_json(normalise_schedule(trial.schedule)),
+        study=trial.study or None,
+        study_role=trial.study_role or None,
+        seed=trial.seed,
+        status="failed",
+        optbench_version=optbench.__version__,
+        **environment(device),
+    )
 
 
 def run_trial(
@@ -137,16 +156,17 @@ def run_trial(
     registry: Registry,
     settings: RunSettings,
     on_step: Callable[[int, int], None] | None = None,
+    clock: Clock = time.perf_counter,
 ) -> TrialResult:
     """Run `trial`; `on_step(step, budget)` is called after every training step (progress bars)."""
     device = resolve_device(settings.device)
     row = base_row(trial, registry, settings, device)
-    curves: list[dict[str, Any]] = []
-    started = time.perf_counter()
+    run = _TrialRun(trial, registry, settings, device, row, on_step, clock)
     try:
         limit = settings.trial_timeout_s
         with hard_deadline(limit, lambda: TrialTimeout(f"trial exceeded --trial-timeout {limit:g} s")):
-            _train(trial, registry, settings, device, row, curves, on_step, started)
+            run.build()
+            run.train()
     except NotApplicable as exc:
         row.update(status="skipped", error=f"not applicable: {exc.reason}")
     except _Blame as exc:
@@ -157,177 +177,191 @@ def run_trial(
         raise  # only a task's build raises it, for a setup problem every trial would share
     except Exception as exc:  # noqa: BLE001 - a trial never raises out of the runner
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-    row["wall_time_s"] = time.perf_counter() - started
-    row["peak_memory_mb"] = _peak_memory_mb(device)
-    return TrialResult(row, curves)
+    run.finish()
+    return TrialResult(row, run.curves)
 
 
-def _train(
-    trial: Trial,
-    registry: Registry,
-    settings: RunSettings,
-    device: torch.device,
-    row: dict[str, Any],
-    curves: list[dict[str, Any]],
-    on_step: Callable[[int, int], None] | None,
-    started: float,
-) -> None:
-    opt_reg = registry.optimizer(trial.optimizer)
-    task_reg = registry.task(trial.task)
-    metric_regs = _chosen_metrics(registry, settings.metrics)
-    seed_everything(trial.seed)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+class _TrialRun:
+    """One trial's state through its phases: build -> step loop (with evaluations) -> finish."""
 
-    try:
-        task: TaskInstance = task_reg.spec.build(
-            trial.preset, trial.seed, device, settings.data_dir, **trial.options
-        )
-    except (OptbenchError, NotApplicable):
-        raise  # the user's setup (a missing data dir), not this trial's fault; or a pair that cannot run
-    except Exception as exc:
-        raise _Blame(task_reg, "building the task", exc) from exc
-    row["dataset"] = task.dataset
-    row["synthetic"] = "synthetic" in (task.dataset or "")
-    row["budget"] = task.budget
-    if task.target is not None:
-        row["target_name"], row["target_value"] = task.target.name, float(task.target.value)
-    params = task.parameters()
+    def __init__(self, trial: Trial, registry: Registry, settings: RunSettings, device: torch.device,
+                 row: TrialRow, on_step: Callable[[int, int], None] | None, clock: Clock) -> None:
+        self.trial, self.registry, self.settings, self.device = trial, registry, settings, device
+        self.row, self.on_step, self.clock = row, on_step, clock
+        self.curves: list[dict[str, Any]] = []
+        self.started = clock()
+        self.step = 0
+        self.train_time = 0.0
+        self.step_times: list[float] = []
+        self.opt_times: list[float] = []
+        self.evals_done = 0
+        self.quality: dict[str, float] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.closure: StepClosure | None = None
+        self.trained = False  # the step loop ended by itself (ok or diverged), not by an exception
 
-    spec = opt_reg.spec
-    try:
-        extra = {"model": task.model} if spec.wants_model else {}
-        if spec.wants_model and task.model is None:
-            raise NotApplicable(f"optimizer {spec.name!r} needs a model, and task {trial.task!r} has none")
-        optimizer = spec.build(params, **trial.hparams, **extra)
-        scheduler = LRScheduler(optimizer, trial.schedule, task.budget)
-    except NotApplicable:
-        raise
-    except Exception as exc:
-        raise _Blame(opt_reg, "building the optimizer", exc) from exc
+    # --- build ----------------------------------------------------------------------------------------
+    def build(self) -> None:
+        trial, row = self.trial, self.row
+        self.opt_reg = self.registry.optimizer(trial.optimizer)
+        self.task_reg = self.registry.task(trial.task)
+        self.metric_regs = chosen_metrics(self.registry, self.settings.metrics)
+        seed_everything(trial.seed)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            self.task: TaskInstance = self.task_reg.spec.build(
+                trial.preset, trial.seed, self.device, self.settings.data_dir, **trial.options
+            )
+        except (OptbenchError, NotApplicable):
+            raise  # the user's setup (a missing data dir), not this trial's fault; or a pair that cannot run
+        except Exception as exc:
+            raise _Blame(self.task_reg, "building the task", exc) from exc
+        task = self.task
+        row["dataset"] = task.dataset
+        row["synthetic"] = "synthetic" in (task.dataset or "")
+        row["budget"] = task.budget
+        if task.target is not None:
+            row["target_name"], row["target_value"] = task.target.name, float(task.target.value)
+        self.params = task.parameters()
+        spec = self.opt_reg.spec
+        try:
+            extra = {"model": task.model} if spec.wants_model else {}
+            if spec.wants_model and task.model is None:
+                raise NotApplicable(f"optimizer {spec.name!r} needs a model, and task {trial.task!r} has none")
+            self.optimizer = spec.build(self.params, **trial.hparams, **extra)
+            self.scheduler = LRScheduler(self.optimizer, trial.schedule, task.budget)
+        except NotApplicable:
+            raise
+        except Exception as exc:
+            raise _Blame(self.opt_reg, "building the optimizer", exc) from exc
+        self.needs = Needs(spec.needs)
+        # the closure protocol (optbench/closure.py), shared with optbench.testing
+        self.closure = StepClosure(task, self.params)
 
-    needs = Needs(spec.needs)
-    closure = StepClosure(task, params)  # the closure protocol (optbench/closure.py), shared with optbench.testing
-    passes = closure.passes
+    # --- step loop ------------------------------------------------------------------------------------
+    def train(self) -> None:
+        task, row, clock, closure = self.task, self.row, self.clock, self.closure
+        assert closure is not None and self.optimizer is not None
+        stream = task.batches()
+        task.train()
+        first_loss: float | None = None
+        recent: list[float] = []
+        log_every = max(1, task.budget // max(1, self.settings.log_points))
+        timeout = self.settings.trial_timeout_s
+        for step in range(1, task.budget + 1):
+            self.step = step
+            closure.batch = next(stream)
+            self.scheduler.set_step(step)
+            _sync(self.device)
+            t0 = clock()
+            try:
+                loss = closure.before_step(self.needs)
+            except Exception as exc:
+                raise _Blame(self.task_reg, f"training step {step}", exc) from exc
+            _sync(self.device)
+            t1 = clock()
+            try:
+                self.optimizer.step(closure.for_step(self.needs))
+            except Exception as exc:
+                raise _Blame(self.opt_reg, f"optimizer step {step}", exc) from exc
+            _sync(self.device)
+            t2 = clock()
+            self.step_times.append(t2 - t0)
+            self.opt_times.append(t2 - t1)
+            self.train_time += t2 - t0
+            loss_value = float(loss.detach())
+            if first_loss is None:
+                first_loss = loss_value
+            if not math.isfinite(loss_value) or abs(loss_value) > DIVERGENCE_FACTOR * max(abs(first_loss), 1e-12):
+                self._point("train", "loss", loss_value)
+                row.update(status="diverged", diverged_step=step,
+                           error=f"loss became {loss_value:.4g} at step {step} (first loss {first_loss:.4g})")
+                break
+            recent.append(loss_value)
+            if step % log_every == 0:
+                self._point("train", "loss", loss_value)
+            if self.on_step is not None:
+                self.on_step(step, task.budget)
+            if step % task.eval_every == 0 or step == task.budget:
+                final = step == task.budget
+                self.quality = self.evaluate(final)
+                if not all(math.isfinite(v) for v in self.quality.values()):
+                    row.update(status="diverged", diverged_step=step, error=f"non-finite evaluation at step {step}")
+                    break
+                if task.target is not None and row.get("steps_to_target") is None and task.target.reached(self.quality):
+                    row["steps_to_target"], row["time_to_target_s"] = step, self.train_time
+                if not final:
+                    row["final_train_loss"] = statistics.fmean(recent)
+                    recent.clear()
+            if timeout and clock() - self.started > timeout:
+                raise TrialTimeout(f"trial exceeded --trial-timeout {timeout:g} s at step {step}")
+        else:
+            row["status"] = "ok"
+        if recent:
+            row["final_train_loss"] = statistics.fmean(recent)
+        self.trained = True
 
-    stream = task.batches()
-    task.train()
-    step_times: list[float] = []
-    opt_times: list[float] = []
-    train_time = 0.0
-    first_loss: float | None = None
-    recent: list[float] = []
-    log_every = max(1, task.budget // max(1, settings.log_points))
-    evals_done = 0
-    step = 0
-
-    def point(split: str, name: str, value: float) -> None:
-        curves.append({"trial_id": trial.trial_id, "step": step, "wall_time_s": train_time, "split": split,
-                       "name": name, "value": float(value)})
-
-    def evaluate(final: bool) -> dict[str, float]:
-        nonlocal evals_done
+    # --- evaluate -------------------------------------------------------------------------------------
+    def evaluate(self, final: bool) -> dict[str, float]:
+        """Quality on held-out data; metrics too when due (always at the end)."""
+        task = self.task
         task.eval()
         try:
             with torch.no_grad():
                 quality = task.evaluate()
         except Exception as exc:
-            raise _Blame(task_reg, "evaluation", exc) from exc
+            raise _Blame(self.task_reg, "evaluation", exc) from exc
         finally:
             task.train()
         for name, value in quality.items():
-            point("val" if name.startswith("val_") else "test", name, value)
-        evals_done += 1
-        every = settings.metrics_every
-        if final or (every and evals_done % every == 0):
-            due = metric_regs if final else [r for r in metric_regs if MetricWhen(r.spec.when) is MetricWhen.EVAL]
-            res = compute_metrics(due, task, params, step, device)
+            self._point("val" if name.startswith("val_") else "test", name, value)
+        self.evals_done += 1
+        every = self.settings.metrics_every
+        if final or (every and self.evals_done % every == 0):
+            due = (self.metric_regs if final
+                   else [r for r in self.metric_regs if MetricWhen(r.spec.when) is MetricWhen.EVAL])
+            res = compute_metrics(due, task, self.params, self.step, self.device)
             for name, value in res.values.items():
-                point("metric", name, value)
+                self._point("metric", name, value)
             for split, name, value in res.points:
-                point(split, name, value)
+                self._point(split, name, value)
             if final:
-                row["metrics"] = canonical_json(res.values)
-                row["metric_errors"] = canonical_json(res.errors) if res.errors else None
-                row["hvp_calls"] = res.hvp_calls
-                for col in GEOMETRY_COLUMNS:
-                    row[col] = res.values.get(col)
+                self.row["metrics"] = canonical_json(res.values)
+                self.row["metric_errors"] = canonical_json(res.errors) if res.errors else None
+                self.row["hvp_calls"] = res.hvp_calls
+                for col in self.row.columns:
+                    self.row[col.name] = res.values.get(col.name)
         return quality
 
-    quality: dict[str, float] = {}
-    for step in range(1, task.budget + 1):
-        closure.batch = next(stream)
-        scheduler.set_step(step)
-        _sync(device)
-        t0 = time.perf_counter()
-        try:
-            loss = closure.before_step(needs)
-        except Exception as exc:
-            raise _Blame(task_reg, f"training step {step}", exc) from exc
-        _sync(device)
-        t1 = time.perf_counter()
-        try:
-            optimizer.step(closure.for_step(needs))
-        except Exception as exc:
-            raise _Blame(opt_reg, f"optimizer step {step}", exc) from exc
-        _sync(device)
-        t2 = time.perf_counter()
-        step_times.append(t2 - t0)
-        opt_times.append(t2 - t1)
-        train_time += t2 - t0
-        loss_value = float(loss.detach())
-        if first_loss is None:
-            first_loss = loss_value
-        if not math.isfinite(loss_value) or abs(loss_value) > DIVERGENCE_FACTOR * max(abs(first_loss), 1e-12):
-            point("train", "loss", loss_value)
-            row.update(status="diverged", diverged_step=step,
-                       error=f"loss became {loss_value:.4g} at step {step} (first loss {first_loss:.4g})")
-            break
-        recent.append(loss_value)
-        if step % log_every == 0:
-            point("train", "loss", loss_value)
-        if on_step is not None:
-            on_step(step, task.budget)
-        if step % task.eval_every == 0 or step == task.budget:
-            final = step == task.budget
-            quality = evaluate(final)
-            if not all(math.isfinite(v) for v in quality.values()):
-                row.update(status="diverged", diverged_step=step, error=f"non-finite evaluation at step {step}")
-                break
-            if task.target is not None and row.get("steps_to_target") is None and task.target.reached(quality):
-                row["steps_to_target"], row["time_to_target_s"] = step, train_time
-            if not final:
-                row["final_train_loss"] = statistics.fmean(recent)
-                recent.clear()
-        if settings.trial_timeout_s and time.perf_counter() - started > settings.trial_timeout_s:
-            raise TrialTimeout(f"trial exceeded --trial-timeout {settings.trial_timeout_s:g} s at step {step}")
-    else:
-        row["status"] = "ok"
+    def _point(self, split: str, name: str, value: float) -> None:
+        self.curves.append({"trial_id": self.trial.trial_id, "step": self.step, "wall_time_s": self.train_time,
+                            "split": split, "name": name, "value": float(value)})
 
-    done = step if row["status"] == "ok" else max(step - 1, 0)
-    if recent:
-        row["final_train_loss"] = statistics.fmean(recent)
-    row["steps"] = done
-    row["train_time_s"] = train_time
-    if step_times:
-        row["step_time_ms"] = 1e3 * statistics.median(step_times)
-        row["optimizer_step_ms"] = 1e3 * statistics.median(opt_times)
-        row["steps_per_s"] = len(step_times) / train_time if train_time > 0 else None
-        row["examples_per_s"] = row["steps_per_s"] * task.batch_size if row["steps_per_s"] else None
-        row["forward_passes"] = passes["forward"] / len(step_times)
-        row["backward_passes"] = passes["backward"] / len(step_times)
-    row["optimizer_state_mb"] = _state_mb(optimizer)
-    if row["status"] == "ok":
-        row["final_test_loss"] = quality.get("test_loss")
-        row["final_test_accuracy"] = quality.get("test_accuracy")
-        row["final_val_loss"] = quality.get("val_loss")
-        row["final_val_accuracy"] = quality.get("val_accuracy")
-    else:  # a diverged trial keeps no final quality: there is none to report
-        row["final_train_loss"] = None
-
-
-def _chosen_metrics(registry: Registry, names: Sequence[str] | None) -> list[Registered]:
-    if names is None:
-        return [r for r in registry.entries["metric"].values() if r.spec.default]
-    return [registry.metric(n) for n in names]
-
+    # --- finish ---------------------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Totals, speed and memory; runs whatever the trial's status, with whatever the phases reached."""
+        row = self.row
+        row["wall_time_s"] = self.clock() - self.started
+        row["peak_memory_mb"] = _peak_memory_mb(self.device)
+        if not self.trained or self.optimizer is None or self.closure is None:
+            return  # failed or timed out: the status and error say what happened
+        ok = row["status"] == "ok"
+        row["steps"] = self.step if ok else max(self.step - 1, 0)
+        row["train_time_s"] = self.train_time
+        if self.step_times:
+            n = len(self.step_times)
+            row["step_time_ms"] = 1e3 * statistics.median(self.step_times)
+            row["optimizer_step_ms"] = 1e3 * statistics.median(self.opt_times)
+            row["steps_per_s"] = n / self.train_time if self.train_time > 0 else None
+            row["examples_per_s"] = row["steps_per_s"] * self.task.batch_size if row["steps_per_s"] else None
+            row["forward_passes"] = self.closure.passes["forward"] / n
+            row["backward_passes"] = self.closure.passes["backward"] / n
+        row["optimizer_state_mb"] = _state_mb(self.optimizer)
+        if ok:
+            row["final_test_loss"] = self.quality.get("test_loss")
+            row["final_test_accuracy"] = self.quality.get("test_accuracy")
+            row["final_val_loss"] = self.quality.get("val_loss")
+            row["final_val_accuracy"] = self.quality.get("val_accuracy")
+        else:  # a diverged trial keeps no final quality: there is none to report
+            row["final_train_loss"] = None

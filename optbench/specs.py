@@ -53,15 +53,61 @@ class MetricWhen(str, enum.Enum):
     FINAL = "final"  # at the end of the trial only
 
 
+#: the value types a declared column may have (Parquet/arrow types of the same names)
+COLUMN_DTYPES = ("float64", "int64", "string", "bool")
+COLUMN_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """A column a metric adds to the trials table, and how results and the leaderboard should show it.
+
+    Declaring it is what lets a third-party metric appear in `optbench results`, the leaderboard and the
+    gate without the engine knowing its name.
+    """
+
+    name: str  # snake_case; a key of the metric's compute() result
+    dtype: str = "float64"
+    unit: str = ""
+    better: str = ""  # "min", "max" or "" (no direction: shown, never ranked)
+    description: str = ""
+    short: str = ""  # a table header of a few characters; the name when empty
+
+    def __post_init__(self) -> None:
+        if not COLUMN_NAME_PATTERN.match(self.name):
+            raise ValueError(f"column name {self.name!r} is not snake_case (lowercase letters, digits and '_')")
+        if self.dtype not in COLUMN_DTYPES:
+            raise ValueError(f"column {self.name!r} has dtype {self.dtype!r}; use one of {', '.join(COLUMN_DTYPES)}")
+        if self.better not in ("min", "max", ""):
+            raise ValueError(f"column {self.name!r} has better={self.better!r}; use 'min', 'max' or ''")
+
+    @property
+    def header(self) -> str:
+        return self.short or self.name
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """A measurement taken on a trial's state. `compute(ctx) -> dict[str, float]`."""
+    """A measurement taken on a trial's state. `compute(ctx) -> dict[str, float]`.
+
+    Keys of the result that are declared in `columns` become columns of the trials table; every key is
+    also kept in the row's `metrics` JSON.
+    """
 
     name: str
     compute: Callable[[MetricContext], Mapping[str, float]]
     when: MetricWhen = MetricWhen.EVAL
     summary: str = ""
     default: bool = True  # computed when the user names no metrics
+    columns: tuple[ColumnSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(self.columns))
+        if not all(isinstance(c, ColumnSpec) for c in self.columns):
+            raise TypeError(f"metric {self.name!r}: columns must be a tuple of optbench.ColumnSpec")
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"metric {self.name!r} declares a column twice: {names}")
 
 
 @dataclass(frozen=True)

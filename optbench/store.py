@@ -15,7 +15,7 @@ segment over an earlier one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,15 @@ import pyarrow.parquet as pq
 from optbench import storefs
 from optbench.conform import BadFile, check_types, conform, unify
 from optbench.errors import OptbenchError
+from optbench.schema import (
+    COLUMNS_KEY,
+    CORE_SCHEMA,
+    as_trial_row,
+    columns_from_metadata,
+    columns_metadata,
+    merge_columns,
+)
+from optbench.specs import ColumnSpec
 
 SCHEMA_VERSION = 1
 SCHEMA_KEY = b"optbench.schema_version"
@@ -37,27 +46,8 @@ KIND_KEY = b"optbench.table"
 
 _F, _I, _S = pa.float64(), pa.int64(), pa.string()
 
-#: the trials table, in column order; every row has every column (null where a task cannot fill it)
-TRIAL_SCHEMA = pa.schema(
-    [
-        ("trial_id", _S), ("run_id", _S), ("task", _S), ("preset", _S), ("dataset", _S), ("synthetic", pa.bool_()),
-        ("optimizer", _S), ("plugin", _S), ("plugin_version", _S), ("task_plugin", _S), ("hparams", _S),
-        ("options", _S), ("config_id", _S), ("config", _S), ("schedule", _S), ("study", _S), ("study_role", _S),
-        ("config_rank", _I), ("selected", pa.bool_()), ("study_budget", _I), ("search_space", _S),
-        ("seed", _I), ("status", _S), ("error", _S), ("diverged_step", _I),
-        ("steps", _I), ("budget", _I), ("wall_time_s", _F), ("train_time_s", _F), ("step_time_ms", _F),
-        ("optimizer_step_ms", _F), ("steps_per_s", _F), ("examples_per_s", _F),
-        ("forward_passes", _F), ("backward_passes", _F),
-        ("time_to_target_s", _F), ("steps_to_target", _I), ("target_name", _S), ("target_value", _F),
-        ("final_train_loss", _F), ("final_test_loss", _F), ("final_test_accuracy", _F),
-        ("final_val_loss", _F), ("final_val_accuracy", _F),
-        ("sharpness", _F), ("hessian_trace", _F), ("entropy_gap", _F), ("entropy_gap_alpha2", _F),
-        ("metrics", _S), ("metric_errors", _S), ("hvp_calls", _I),
-        ("peak_memory_mb", _F), ("optimizer_state_mb", _F), ("torch_threads", _I), ("parallel_trials", _I),
-        ("device", _S), ("torch_version", _S),
-        ("optbench_version", _S), ("git_commit", _S), ("hostname", _S), ("started_at", _S),
-    ]
-)
+#: the core of the trials table (optbench/schema.py); declared metric columns follow it in each file
+TRIAL_SCHEMA = CORE_SCHEMA
 TRIAL_COLUMNS = TRIAL_SCHEMA.names
 
 CURVE_SCHEMA = pa.schema(
@@ -85,33 +75,21 @@ class Results:
     trials: pd.DataFrame
     curves: pd.DataFrame | None = None
     problems: list[ReadProblem] = field(default_factory=list)
+    #: the metric columns the files declare (optbench/schema.py), for display
+    columns: tuple[ColumnSpec, ...] = ()
 
 
 def _with_meta(schema: pa.Schema, kind: str) -> pa.Schema:
     return schema.with_metadata({SCHEMA_KEY: str(SCHEMA_VERSION).encode(), KIND_KEY: kind.encode()})
 
 
-def _value_type(value: Any) -> pa.DataType:
-    if isinstance(value, bool):
-        return pa.bool_()
-    if isinstance(value, str):
-        return pa.string()
-    if value is None or isinstance(value, (int, float)):
-        return pa.float64()  # ColumnSpec's default dtype; an int-valued metric still reads as a number
-    raise ValueError(f"cannot store a {type(value).__name__} in a trials column")
-
-
-def trial_table(row: dict[str, Any], extra: pa.Schema | None = None) -> pa.Table:
-    """One trials row: the canonical columns in order, then any extra (declared metric) columns, typed by
-    `extra` where given and otherwise from their values."""
-    fields = list(TRIAL_SCHEMA)
-    for name in row:
-        if name in TRIAL_SCHEMA.names:
-            continue
-        declared = extra.field(name) if extra is not None and name in extra.names else None
-        fields.append(declared if declared is not None else pa.field(name, _value_type(row[name])))
-    schema = _with_meta(pa.schema(fields), "trials")
-    return pa.Table.from_pylist([{f.name: row.get(f.name) for f in fields}], schema=schema)
+def trial_table(row: Mapping[str, Any]) -> pa.Table:
+    """One trials row as a table: the core columns, then the row's declared columns (their declarations in
+    the file's metadata); a key outside both raises (optbench/schema.py)."""
+    table = as_trial_row(row).to_table()
+    meta = dict(table.schema.metadata or {})
+    meta.update({SCHEMA_KEY: str(SCHEMA_VERSION).encode(), KIND_KEY: b"trials"})
+    return table.replace_schema_metadata(meta)
 
 
 def curve_table(points: Sequence[dict[str, Any]]) -> pa.Table:
@@ -171,13 +149,13 @@ class Store:
         name = f"{trial_id}.parquet"
         return self.trials_dir / name if self.loc.local is not None else self.loc.join(TRIALS, name)
 
-    def write(self, row: dict[str, Any], curves: Sequence[dict[str, Any]], extra: pa.Schema | None = None) -> None:
+    def write(self, row: Mapping[str, Any], curves: Sequence[dict[str, Any]]) -> None:
         if not self._dirs_made:
             storefs.makedirs(self.loc, TRIALS, CURVES)
             self._dirs_made = True
         trial_id = row["trial_id"]
         storefs.write_table_atomic(self.loc, f"{CURVES}/{trial_id}.parquet", curve_table(curves))
-        storefs.write_table_atomic(self.loc, f"{TRIALS}/{trial_id}.parquet", trial_table(row, extra))
+        storefs.write_table_atomic(self.loc, f"{TRIALS}/{trial_id}.parquet", trial_table(row))
 
     # --- which trials are done ----------------------------------------------------------------------
     def _check_header(self, path: str, kind: str) -> pa.Schema:
@@ -293,7 +271,8 @@ class Store:
             raise
         except Exception as exc:  # noqa: BLE001 - a torn or corrupt body
             raise BadFile(f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
-        return conform(table, schema, required)
+        return conform(table, schema, required).replace_schema_metadata(
+            {COLUMNS_KEY: file_schema.metadata[COLUMNS_KEY]} if COLUMNS_KEY in (file_schema.metadata or {}) else None)
 
     def _read_many(self, paths: list[str], kind: str, columns: Sequence[str] | None, on_bad: str,
                    problems: list[ReadProblem]) -> list[pa.Table | None]:
@@ -335,7 +314,8 @@ class Store:
         tables = self._read_many([s.path for s in sources], TRIALS, columns, on_bad, problems)
         kept = [(s, t) for s, t in zip(sources, tables, strict=True) if t is not None]
         schema = TRIAL_SCHEMA if columns is None else pa.schema([f for f in TRIAL_SCHEMA if f.name in columns])
-        trials = unify([t for _, t in kept], schema)
+        declared = merge_columns(columns_from_metadata(t.schema.metadata) for _, t in kept)
+        trials = unify([t for _, t in kept], schema).replace_schema_metadata(columns_metadata(declared))
         owner = pa.array([i for i, (_, t) in enumerate(kept) for _ in range(t.num_rows)], pa.int64())
         ids = pd.Series(trials.column("trial_id").to_numpy(zero_copy_only=False))
         winners = ~ids.duplicated(keep="last").to_numpy()
@@ -366,4 +346,5 @@ class Store:
     def read(self, with_curves: bool = False, on_bad: str = "skip", columns: Sequence[str] | None = None) -> Results:
         """All trials (and curves) under the root as DataFrames; bad files are named in `problems` or raise."""
         trials, curves, problems = self.scan(columns, with_curves, on_bad)
-        return Results(trials.to_pandas(), None if curves is None else curves.to_pandas(), problems)
+        return Results(trials.to_pandas(), None if curves is None else curves.to_pandas(), problems,
+                       columns_from_metadata(trials.schema.metadata))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from optbench import MetricContext, MetricSpec, MetricWhen, hookimpl
+from optbench import ColumnSpec, MetricContext, MetricSpec, MetricWhen, hookimpl
 from optbench import curvature as cv
 
 #: Lanczos steps for sharpness / the spectrum. Run to the end (no early stop): the same basis then serves
@@ -143,11 +143,18 @@ def hessian_spectrum(ctx: MetricContext) -> dict[str, float]:
 def optbench_register_metrics() -> list[MetricSpec]:
     return [
         MetricSpec("sharpness", sharpness, MetricWhen.EVAL,
-                   "Largest algebraic Hessian eigenvalue on the curvature batch (Lanczos; exact on quadratics)"),
+                   "Largest algebraic Hessian eigenvalue on the curvature batch (Lanczos; exact on quadratics)",
+                   columns=(ColumnSpec("sharpness", better="", short="λmax",
+                                       description="sharpness (top Hessian eigenvalue)"),)),
         MetricSpec("hessian-trace", hessian_trace, MetricWhen.EVAL,
-                   "Hessian trace on the curvature batch (Hutch++ on the sharpness Lanczos basis)"),
+                   "Hessian trace on the curvature batch (Hutch++ on the sharpness Lanczos basis)",
+                   columns=(ColumnSpec("hessian_trace", short="tr H", description="Hessian trace"),)),
         MetricSpec("entropy-gap", entropy_gap, MetricWhen.EVAL,
-                   "log n − H_α of the |λ|-normalised Hessian spectrum, α = 1 and 2 (deflated SLQ)"),
+                   "log n − H_α of the |λ|-normalised Hessian spectrum, α = 1 and 2 (deflated SLQ)",
+                   columns=(ColumnSpec("entropy_gap", short="H gap",
+                                       description="entropy gap of the Hessian spectrum"),
+                            ColumnSpec("entropy_gap_alpha2", short="H2 gap",
+                                       description="entropy gap of the Hessian spectrum, Rényi α = 2"))),
         MetricSpec("hessian-spectrum", hessian_spectrum, MetricWhen.FINAL,
                    "Top-10 Hessian eigenvalues and an SLQ density (curves, split 'hessian')", default=False),
     ]

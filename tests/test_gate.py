@@ -21,7 +21,6 @@ import torch
 from optbench.plugins import torch_optim
 from optbench.tasks.quadratic import Quadratic, QuadraticConfig, spectrum_well_conditioned
 
-import optbench.runner as runner_module
 from optbench import OptimizerSpec, Preset, TaskSpec, hookimpl
 from optbench.gate import REGRESSION, Tolerances, compare, run_gate
 from optbench.planner import plan
@@ -84,17 +83,12 @@ class GatePlugin:
         return [TaskSpec(TASK, build, presets={"smoke": Preset("400-d quadratic, 200 steps")}, suites=())]
 
 
-class _ScaledClock:
-    """`time` as a machine `factor` times slower would measure it: every duration is `factor` times longer."""
-
-    def __init__(self, factor: float) -> None:
-        self.factor = factor
-
-    def perf_counter(self) -> float:
-        return self.factor * time.perf_counter()
+def _scaled_clock(factor: float):
+    """The clock of a machine `factor` times slower: every duration the runner measures is `factor` times longer."""
+    return lambda: factor * time.perf_counter()
 
 
-def run_cells(root: Path, plugin: GatePlugin, seeds=SEEDS, optimizers=(OPT, "adamw")) -> Path:
+def run_cells(root: Path, plugin: GatePlugin, seeds=SEEDS, optimizers=(OPT, "adamw"), clock=time.perf_counter) -> Path:
     """Run the cells into `root` as one run (one run_id), each seed's optimizers back to back so the
     step-time ratio compares trials taken moments apart."""
     registry = load_registry([("torch", torch_optim), ("gate-test", plugin)], entry_points=False)
@@ -103,7 +97,7 @@ def run_cells(root: Path, plugin: GatePlugin, seeds=SEEDS, optimizers=(OPT, "ada
     settings = RunSettings(metrics=[], run_id=uuid.uuid4().hex[:12])
     store = Store(root)
     for trial in trials:
-        result = run_trial(trial, registry, settings)
+        result = run_trial(trial, registry, settings, clock=clock)
         store.write(result.row, result.curves)
     return root
 
@@ -156,10 +150,8 @@ def test_worse_optimizer_fails_on_quality(cli, baseline, tmp_path):
     assert cell.worse_by > cell.allowed > 0
 
 
-def test_machine_wide_slowdown_passes(cli, baseline, tmp_path, monkeypatch):
-    monkeypatch.setattr(runner_module, "time", _ScaledClock(3.0))
-    candidate = run_cells(tmp_path / "cand", GatePlugin())
-    monkeypatch.undo()
+def test_machine_wide_slowdown_passes(cli, baseline, tmp_path):
+    candidate = run_cells(tmp_path / "cand", GatePlugin(), clock=_scaled_clock(3.0))
     result = _gate(cli, baseline, candidate, "--json", *NOISY_MACHINE)
     assert result.exit_code == 0, result.output
     # the simulated machine really is slower: a gate on milliseconds would have failed here

@@ -507,8 +507,8 @@ def geometry_page(board: Board) -> str:
     t = board.trials.copy()
     t["gen_gap"] = pd.to_numeric(t["final_test_loss"], errors="coerce") - pd.to_numeric(
         t["final_train_loss"], errors="coerce")
-    for col, _ in GEOMETRY:
-        t[col] = pd.to_numeric(t[col], errors="coerce")
+    for col, _ in GEOMETRY:  # a results dir written without the metric has no such column
+        t[col] = pd.to_numeric(t[col], errors="coerce") if col in t else float("nan")
     order = list(board.ranking["optimizer"])
     body = ['<p class="lead">Does flatness predict generalisation here? One point per trial: the geometry metric at '
             "the end of training against the generalisation gap (final test loss − final train loss).</p>"]
