@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from optbench.claims import Claims, claim_ttl
 from optbench.errors import OptbenchError
 from optbench.registry import Registry
-from optbench.runner import RunSettings, TrialResult, base_row, resolve_device
+from optbench.runner import RunSettings, TrialResult, base_row
 from optbench.store import ReadProblem, Store
 from optbench.trial import Trial
 from optbench.worker import Worker, WorkerPool, default_threads, describe_exit
@@ -263,7 +264,9 @@ def _write_driver_row(trial: Trial, store: Store, registry: Registry, settings: 
                       status: str, error: str) -> None:
     """The row for a trial whose worker could not write one. Built from the registry's metadata only:
     the driver runs no plugin code (observers are not told about it)."""
-    row = base_row(trial, registry, settings, resolve_device(settings.device))
+    row = base_row(trial, registry, settings, torch.device("cpu"))  # never initialise CUDA here: workers fork
     row.update(status=status, error=error, steps=worker.step or None, budget=worker.budget,
-               wall_time_s=time.monotonic() - worker.started)
+               wall_time_s=time.monotonic() - worker.started, parallel_trials=worker.extra.get("parallel"),
+               torch_threads=worker.extra.get("threads"),
+               device=worker.extra.get("device", f"{settings.device} (not reported)"))
     write_result(store, registry, TrialResult(row, []), notify=False)

@@ -37,12 +37,16 @@ _PR_SET_PDEATHSIG = 1
 
 
 def default_threads(workers: int) -> int:
-    """Torch threads per worker: the cores this process may use, shared out, at least one each."""
+    """Torch threads per worker: the cores this process may use, shared out, at least one each, and no more
+    than $OMP_NUM_THREADS where the user set it (oversubscribed cores make steps many times slower)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // max(1, workers))
+    threads = max(1, cores // max(1, workers))
+    with contextlib.suppress(ValueError):
+        threads = min(threads, max(1, int(os.environ.get("OMP_NUM_THREADS", ""))))
+    return threads
 
 
 def _die_with_parent() -> None:
@@ -132,9 +136,13 @@ def _run_one(conn: Connection, registry: Registry, trial: Trial, settings: RunSe
         if step == 1 or step % STEP_REPORT_EVERY == 0 or step == budget:
             conn.send(("step", step, budget))
 
+    from optbench.environment import device_name
     from optbench.executor import write_result
+    from optbench.runner import resolve_device
 
     try:
+        # for the row the driver writes should this process die: the driver must not touch CUDA (it forks)
+        conn.send(("device", device_name(resolve_device(settings.device))))
         result = run_trial(trial, registry, settings, on_step=on_step)
         result.row["torch_threads"] = threads
         result.row["parallel_trials"] = parallel
@@ -228,6 +236,7 @@ class WorkerPool:
         worker.conn.send((trial, settings, root, parallel))
         worker.trial, worker.started, worker.step, worker.budget, worker.alone = (
             trial, time.monotonic(), 0, None, alone)
+        worker.extra = {"parallel": parallel, "threads": self.threads}
 
     def wait(self, timeout: float) -> list[Event]:
         """Events from busy workers, waiting at most `timeout` seconds for the first one."""
@@ -267,6 +276,8 @@ class WorkerPool:
             if isinstance(message, tuple) and message[0] == "step":
                 w.step, w.budget = message[1], message[2]
                 events.append(Event("step", w, {"step": w.step, "budget": w.budget}))
+            elif isinstance(message, tuple) and message[0] == "device":
+                w.extra["device"] = message[1]
             else:
                 events.append(Event(message["kind"], w, message))
         return events

@@ -111,6 +111,9 @@ def test_exit_segfault_and_oom_kill_end_one_trial_each_as_crashed(fault_registry
             assert "at step 10 of 30" in error  # the last step it reported: the crash came in step 12
             assert f"optimizer {name!r} from plugin 'faultkit' (local)" in error
     assert (rows.loc[["exit-step"], "steps"] == 10).all()
+    crashed = rows[rows["status"] == "crashed"]
+    assert (crashed["parallel_trials"] == 2).all() and (crashed["torch_threads"] >= 1).all()
+    assert crashed["device"].str.startswith("cpu").all()  # as the worker reported it
     ok = rows.loc[["slow-sgd"]]
     assert (ok["status"] == "ok").all() and (ok["parallel_trials"] == 2).all() and (ok["torch_threads"] >= 1).all()
     assert list((tmp_path / "res" / "claims").iterdir()) == []
@@ -177,22 +180,22 @@ def test_a_trial_marked_alone_runs_with_nothing_beside_it(fault_registry, tmp_pa
 
 def test_worker_processes_give_the_rows_of_an_in_process_run(tmp_path):
     """Same seed, same numbers: a trial in a worker process (two at once) gives exactly the row `run_trial`
-    gives in this process, on real optimizers and a real quadratic task."""
+    gives in this process, for real optimizers (AdamW, Lion) on a seeded random quadratic."""
     import torch
     from optbench.plugins import lion, torch_optim
-    from optbench.tasks import quadratic
 
     from optbench.runner import run_trial
 
-    registry = load_registry([("torch", torch_optim), ("lion", lion), ("quadratic", quadratic)], entry_points=False)
-    trials = plan(registry, ["adamw", "lion"], ["quadratic-ill-conditioned"], "smoke", range(1))
+    registry = load_registry([("torch", torch_optim), ("lion", lion), ("faultkit", faultkit)], entry_points=False)
+    trials = plan(registry, ["adamw", "lion"], ["tiny-quad"], "smoke", range(2))
     settings = RunSettings(metrics=[])
     here = {t.trial_id: run_trial(t, registry, settings).row for t in trials}
     run_local(trials, Store(tmp_path), registry, settings,
               options=LocalOptions(workers=2, threads=torch.get_num_threads()))
     rows = Store(tmp_path).read().trials.set_index("trial_id")
-    same = ["status", "steps", "final_train_loss", "final_test_loss", "steps_to_target", "optimizer_state_mb",
-            "forward_passes", "backward_passes"]
+    same = ["status", "steps", "final_train_loss", "final_test_loss", "optimizer_state_mb", "forward_passes",
+            "backward_passes"]
+    assert len({row["final_test_loss"] for row in here.values()}) == 4  # four different trials, not one repeated
     for trial_id, row in here.items():
         assert row["status"] == "ok"
         for col in same:
@@ -358,3 +361,13 @@ def test_kill_9_ctrl_c_sigterm_and_two_drivers_lose_nothing(tmp_path, plugin_env
     assert sorted(rows["seed"]) == list(range(seeds))
     assert all(dict(zip(rows["trial_id"], rows["run_id"], strict=True))[t] == r for t, r in kept.items())
     assert list((results / "claims").iterdir()) == []
+
+
+def test_default_torch_threads_share_the_cores_and_respect_omp_num_threads(monkeypatch):
+    from optbench.worker import default_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [default_threads(n) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert [default_threads(n) for n in (1, 8)] == [2, 1]

@@ -84,7 +84,8 @@ def print_plan(cli, trials) -> None:
 @click.option("--workers", default=1, show_default=True, type=int, callback=_at_least_one,
               help="Local executor: trials run at once, each in its own worker process.")
 @click.option("--torch-threads", type=int, default=None, callback=_at_least_one,
-              help="Torch threads per worker (recorded in each row); default: CPU cores // --workers.")
+              help="Torch threads per worker (recorded in each row); default: CPU cores // --workers, "
+                   "at most $OMP_NUM_THREADS.")
 @click.option("--alone", "alone", multiple=True, metavar="PATTERN",
               help="Run trials whose optimizer or task matches PATTERN (wildcards) with no other trial beside "
                    "them, e.g. for step timings (repeatable).")
