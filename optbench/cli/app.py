@@ -86,9 +86,10 @@ def _add_commands() -> None:
     from optbench.cli.report import report_cmd
     from optbench.cli.results import results_cmd
     from optbench.cli.run import run_cmd
+    from optbench.cli.tune import tune_cmd
 
     for command in (list_cmd, run_cmd, results_cmd, gate_cmd, new_plugin_cmd, check_plugin_cmd, leaderboard,
-                    report_cmd):
+                    report_cmd, tune_cmd):
         main.add_command(command)
 
 

@@ -1,0 +1,177 @@
+"""`optbench tune`: the same budget of configurations for every optimizer, selected on validation, reported on
+fresh seeds (optbench/tuning.py has the protocol; this module parses, checks and prints)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import click
+
+from optbench.cli.context import DEFAULT_RESULTS, cli_context
+from optbench.errors import OptbenchError
+
+
+@click.command("tune")
+@click.option("--optimizer", "-o", "optimizers", multiple=True, required=True,
+              help="Optimizer name or wildcard pattern (repeatable).")
+@click.option("--task", "-t", "tasks", multiple=True, required=True, help="Task name (repeatable).")
+@click.option("--budget", required=True, type=int, help="Configurations tried per optimizer and task (the same "
+              "for every optimizer).")
+@click.option("--sampler", default="tpe", show_default=True, type=click.Choice(["tpe", "random", "grid"]),
+              help="How configurations are drawn from each optimizer's search space.")
+@click.option("--seeds", default=3, show_default=True, type=int,
+              help="Fresh seeds the selected configuration is re-run on for the reported numbers.")
+@click.option("--preset", default="smoke", show_default=True, help="Task preset.")
+@click.option("--schedule", "schedule", default="constant", show_default=True, metavar="NAME[:key=value,...]",
+              help="Learning-rate schedule for every trial (constant, warmup-cosine, warmup-linear).")
+@click.option("--study", "prefix", default="tune", show_default=True,
+              help="Study name prefix; a new prefix starts new studies instead of resuming.")
+@click.option("--sampler-seed", default=0, show_default=True, type=int, help="Seed of the sampler.")
+@click.option("--results", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="OPTBENCH_DATA",
+              help="Where real datasets live (or $OPTBENCH_DATA). Nothing is ever downloaded.")
+@click.option("--synthetic", is_flag=True, help="Use deterministic synthetic data for dataset tasks.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Trials run at once (each in its own worker process); also configurations asked at once.")
+@click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop a trial after this many seconds (it becomes a failed trial of the study).")
+@click.option("--no-metrics", is_flag=True, help="No metric plugins on the fresh-seed re-runs either "
+              "(search trials never compute them: selection needs only validation numbers).")
+@click.option("--dry-run", is_flag=True, help="Print the studies and trial counts; run nothing.")
+def tune_cmd(optimizers, tasks, budget, sampler, seeds, preset, schedule, prefix, sampler_seed, results, device,
+             data_dir, synthetic, workers, trial_timeout, no_metrics, dry_run) -> None:
+    """Tune each optimizer on each task with the same budget, select on validation, report on fresh seeds."""
+    from optbench.planner import expand_optimizers
+    from optbench.schedules import parse_schedule
+    from optbench.tuning import FINAL_SEED_BASE, StudyPlan, check_resumable, existing_study, parse_space, space_text
+
+    cli = cli_context()
+    if budget < 1:
+        raise OptbenchError(f"--budget must be at least 1 configuration, not {budget}.",
+                            "Give every optimizer the same number of tries, e.g. --budget 16.")
+    if seeds < 1:
+        raise OptbenchError(f"--seeds must be at least 1, not {seeds}.", "The selected configuration is re-run on "
+                            "this many fresh seeds for the reported numbers, e.g. --seeds 3.")
+    if data_dir is not None and not data_dir.is_dir():
+        raise OptbenchError(f"the data directory {data_dir} does not exist.", "Pass --data-dir or use --synthetic.")
+    registry = cli.registry
+    names = expand_optimizers(registry, list(optimizers))
+    sched = parse_schedule(schedule)
+    sched = {} if sched == {"name": "constant"} else sched
+    options = {"synthetic": True} if synthetic else {}
+    for task in tasks:
+        spec = registry.task(task).spec
+        if preset not in spec.presets:
+            raise OptbenchError(f"task {task!r} has no preset {preset!r}.", f"Its presets: {', '.join(spec.presets)}.")
+    for name in names:  # every search space must be sampleable before anything runs
+        opt = registry.optimizer(name).spec
+        parse_space(name, opt.search_space, opt.defaults)
+    plans = [StudyPlan(t, preset, o, budget, sampler, sched, options, prefix) for t in tasks for o in names]
+    if dry_run:
+        _print_plans(cli, plans, seeds)
+        return
+    from optbench.tuning import probe_objective
+
+    objectives = {t: probe_objective(registry, t, preset, options, data_dir) for t in tasks}
+    root = Path(results)
+    for plan in plans:  # a study whose space changed stops everything before anything is written
+        study = existing_study(root, plan.name)
+        if study is not None:
+            opt = registry.optimizer(plan.optimizer).spec
+            check_resumable(study, plan, space_text(opt.search_space), objectives[plan.task])
+    outcomes = _run(cli, plans, objectives, root, seeds, sampler_seed, device, data_dir, workers, trial_timeout,
+                    no_metrics)
+    _print_outcomes(cli, outcomes, root, seeds, FINAL_SEED_BASE)
+
+
+def _run(cli, plans, objectives, root: Path, seeds: int, sampler_seed: int, device: str, data_dir, workers: int,
+         trial_timeout, no_metrics: bool):
+    from optbench.executor import LocalOptions, run_local
+    from optbench.runner import RunSettings
+    from optbench.store import Store
+    from optbench.tuning import Tuner
+
+    registry = cli.registry
+    store = Store(root)
+    store.prepare()
+    run_id = uuid.uuid4().hex[:12]
+    search = RunSettings(device=device, data_dir=data_dir, metrics=[], trial_timeout_s=trial_timeout, run_id=run_id)
+    final = RunSettings(device=device, data_dir=data_dir, metrics=[] if no_metrics else None,
+                        trial_timeout_s=trial_timeout, run_id=run_id)
+
+    def execute(trials) -> None:
+        if not trials:
+            return
+        settings = final if trials[0].study_role == "final" else search
+        run_local(trials, store, registry, settings, console=cli.err_console,
+                  options=LocalOptions(workers=min(workers, len(trials))))
+
+    tuner = Tuner(store, registry, execute, root, on_event=lambda m: cli.err_console.print(f"[dim]{m}[/dim]"))
+    outcomes = []
+    for i, plan in enumerate(plans, start=1):
+        cli.err_console.print(f"[bold]study {i}/{len(plans)}[/bold] {plan.name}: {plan.budget} configuration(s), "
+                              f"selected on {objectives[plan.task].column}", highlight=False)
+        outcomes.append(tuner.run(plan, objectives[plan.task], seeds, sampler_seed, batch=workers))
+    return outcomes
+
+
+def _print_plans(cli, plans, seeds: int) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from optbench.tuning import describe_space
+
+    total = sum(p.budget + seeds for p in plans)
+    cli.console.print(f"dry run: {len(plans)} stud{'y' if len(plans) == 1 else 'ies'}, {total} trials "
+                      f"(per study: {plans[0].budget} search + {seeds} fresh-seed re-runs); nothing is run or written",
+                      highlight=False)
+    table = Table()
+    for col in ("study", "budget", "search space"):
+        table.add_column(col, overflow="fold")
+    for p in plans:
+        spec = cli.registry.optimizer(p.optimizer).spec
+        table.add_row(escape(p.name), str(p.budget), escape(describe_space(spec.search_space)))
+    cli.console.print(table)
+
+
+def _print_outcomes(cli, outcomes, root: Path, seeds: int, base: int) -> None:
+    import math
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from optbench.store import Store
+    from optbench.summary import fmt_mean_std, summarize
+
+    trials = Store(root).read().trials
+    table = Table(title=f"optbench tune: selected on validation, reported on {seeds} fresh seed(s) "
+                        f"({base}..{base + seeds - 1})", title_justify="left", caption_justify="left")
+    for col in ("task", "optimizer", "selected configuration", "val (search)", "failed", "ok", "test acc",
+                "test loss"):
+        table.add_column(col, overflow="fold", justify="left" if col in ("task", "optimizer",
+                                                                         "selected configuration") else "right")
+    for res in outcomes:
+        plan, sel = res.plan, res.selected
+        row = [escape(plan.task), escape(plan.optimizer)]
+        if sel is None:
+            table.add_row(*row, "none: every configuration failed", "—", f"{res.failed}/{len(res.search)}", "—", "—",
+                          "—")
+            continue
+        cells = summarize(trials[trials["trial_id"].isin(res.final_ids)])
+        c = cells.iloc[0] if not cells.empty else None
+        val = sel["value"]
+        table.add_row(*row, escape(sel["config"]), "—" if val is None or not math.isfinite(val) else f"{val:.4g}",
+                      f"{res.failed}/{len(res.search)}",
+                      f"{int(c['ok'])}/{int(c['seeds'])}" if c is not None else "—",
+                      fmt_mean_std(c["final_test_accuracy_mean"], c["final_test_accuracy_std"], 3) if c is not None
+                      else "—",
+                      fmt_mean_std(c["final_test_loss_mean"], c["final_test_loss_std"], 3) if c is not None else "—")
+    table.caption = ("val (search): the selected configuration's validation metric on the search seed (accuracy "
+                     "where the task has one, else loss) · failed: configurations that failed or diverged / tried · "
+                     "test acc, test loss: mean ± std over the fresh seeds")
+    cli.console.print(table)
+    cli.err_console.print(f"studies in {root / 'studies'}; every trial in {root} (`optbench results --results "
+                          f"{root}` shows the re-runs; search trials feed the leaderboard's sensitivity plots)",
+                          highlight=False)
