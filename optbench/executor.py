@@ -35,6 +35,8 @@ class GridOutcome:
     skipped: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)  # claimed by another live `optbench run` on the same root
     statuses: Counter = field(default_factory=Counter)
+    #: observer plugins (optbench_trial_finished) that raised, one sentence each; printed after the run
+    observer_problems: list[str] = field(default_factory=list)
 
 
 def pending(trials: Sequence[Trial], store: Store, force: bool,
@@ -79,8 +81,9 @@ def claim_for_run(trial: Trial, claims: Claims, store: Store, force: bool, outco
     return True
 
 
-def write_result(store: Store, registry: Registry, result: TrialResult, notify: bool = True) -> None:
-    """Write a trial's files; a full or vanished disk is the user's to fix, said in one sentence."""
+def write_result(store: Store, registry: Registry, result: TrialResult, notify: bool = True) -> list[str]:
+    """Write a trial's files, then tell the observers; a full or vanished disk is the user's to fix, said in
+    one sentence. Returns the observers' failures (they happen in workers; the driver prints them)."""
     try:
         store.write(result.row, result.curves)
     except OSError as exc:
@@ -89,8 +92,7 @@ def write_result(store: Store, registry: Registry, result: TrialResult, notify: 
             f"{exc.strerror or exc}.",
             "Free some disk space (finished trials are kept) and re-run the same command.",
         ) from None
-    if notify:
-        registry.trial_finished(result.row)
+    return registry.trial_finished(result.row) if notify else []
 
 
 def report_finished(progress: Progress, grid: TaskID, outcome: GridOutcome, trial: Trial, status: str,
@@ -166,6 +168,7 @@ def run_local(
                         progress.update(bars[w.trial.trial_id], completed=event.payload["step"],
                                         total=event.payload["budget"])
                     elif event.kind == "done":
+                        outcome.observer_problems.extend(event.payload.get("observer_problems", ()))
                         account(w, event.payload["status"], event.payload["error"])
                     elif event.kind == "user_error":
                         raise OptbenchError(event.payload["message"], event.payload["hint"])

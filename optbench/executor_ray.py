@@ -72,10 +72,11 @@ def run_in_worker(trial: Trial, settings: RunSettings, root: str) -> dict[str, A
             watchdog.cancel()
     with finished:
         try:
-            write_result(store, registry, result)
+            observed = write_result(store, registry, result)
         except OptbenchError as exc:
             return {"trial_id": trial.trial_id, "user_error": [exc.message, exc.hint]}
-    return {"trial_id": trial.trial_id, "status": result.row["status"], "error": result.row.get("error")}
+    return {"trial_id": trial.trial_id, "status": result.row["status"], "error": result.row.get("error"),
+            "observer_problems": observed}
 
 
 def _start_watchdog(trial: Trial, registry: Registry, settings: RunSettings, store: Store,
@@ -164,6 +165,7 @@ def run_ray(
                     claims.release(trial.trial_id)
                     if "user_error" in summary:
                         raise OptbenchError(*summary["user_error"])
+                    outcome.observer_problems.extend(summary.get("observer_problems", ()))
                     report_finished(progress, grid, outcome, trial, summary["status"], summary.get("error"))
                 claims.renew()
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.metadata as md
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,8 @@ class PluginProblem:
     message: str
 
     def __str__(self) -> str:
+        if not self.plugin:  # a problem between plugins (a name clash), not of one plugin
+            return self.message
         return f"plugin {self.plugin!r} (from {self.distribution}) failed: {self.message}"
 
 
@@ -55,14 +57,21 @@ class Registry:
     manager: pluggy.PluginManager
     entries: dict[str, dict[str, Registered]] = field(default_factory=lambda: {k: {} for k in KINDS})
     problems: list[PluginProblem] = field(default_factory=list)
+    #: names two plugins both registered, by kind: unusable until one is uninstalled (both are named)
+    conflicts: dict[str, dict[str, list[Registered]]] = field(default_factory=lambda: {k: {} for k in KINDS})
     #: how load_registry built it (entry_points, extra_plugins): spawned worker processes rebuild it from this
     recipe: tuple[bool, list[tuple[str, object]]] = (True, [])
+    _distributions: dict[str, str] = field(default_factory=dict)
+    _clash_problems: dict[tuple[str, str], PluginProblem] = field(default_factory=dict)
 
     # --- lookup -------------------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> Registered:
         table = self.entries[kind]
         if name in table:
             return table[name]
+        clash = self.conflicts[kind].get(name)
+        if clash:
+            raise OptbenchError(_clash_text(kind, name, clash), _CLASH_HINT)
         raise UnknownNameError(kind, name, table)
 
     def optimizer(self, name: str) -> Registered:
@@ -85,13 +94,19 @@ class Registry:
             raise OptbenchError(f"no task belongs to suite {suite!r}.", f"Known suites: {', '.join(suites)}.")
         return sorted(names)
 
-    def trial_finished(self, row: dict[str, Any]) -> None:
-        """Tell observers about a row; an observer that raises is reported, never fatal."""
+    def trial_finished(self, row: Mapping[str, Any]) -> list[str]:
+        """Tell observers about a row; an observer that raises is reported (returned, and kept in
+        `problems`), never fatal."""
+        found = []
         for impl in self.manager.hook.optbench_trial_finished.get_hookimpls():
             try:
                 impl.function(trial=dict(row))
             except Exception as exc:  # noqa: BLE001 - a plugin's bug must not lose the row
-                self.problems.append(PluginProblem(impl.plugin_name, "?", f"trial_finished raised {exc!r}"))
+                problem = PluginProblem(impl.plugin_name, self._distributions.get(impl.plugin_name, "?"),
+                                        f"optbench_trial_finished raised {type(exc).__name__}: {exc}")
+                self.problems.append(problem)
+                found.append(str(problem))
+        return found
 
     # --- building -----------------------------------------------------------------------------------
     def _collect(self, plugin_name: str, distribution: str, version: str) -> None:
@@ -108,20 +123,53 @@ class Registry:
                 except Exception as exc:  # noqa: BLE001 - report, keep the other plugins
                     self.problems.append(PluginProblem(plugin_name, distribution, f"{hook_name}: {exc}"))
                     continue
-                table = self.entries[kind]
                 for spec in specs:
-                    if spec.name in table:
-                        other = table[spec.name]
-                        raise OptbenchError(
-                            f"{kind} name {spec.name!r} is registered twice: by plugin {other.plugin!r} "
-                            f"({other.distribution}) and by plugin {plugin_name!r} ({distribution}).",
-                            "Uninstall one of the two packages or rename the optimizer in one of them.",
-                        )
-                    table[spec.name] = Registered(spec, plugin_name, distribution, version)
+                    self._enter(kind, Registered(spec, plugin_name, distribution, version))
+
+    def _enter(self, kind: str, entry: Registered) -> None:
+        """Add one spec; a name another plugin already took makes the name unusable and names both plugins,
+        while every other name keeps working."""
+        table, clashes = self.entries[kind], self.conflicts[kind]
+        if entry.name in clashes:
+            clashes[entry.name].append(entry)
+        elif entry.name in table:
+            clashes[entry.name] = [table.pop(entry.name), entry]
+        else:
+            table[entry.name] = entry
+            return
+        problem = PluginProblem("", "", _clash_text(kind, entry.name, clashes[entry.name]) + " " + _CLASH_HINT)
+        old = self._clash_problems.get((kind, entry.name))
+        if old is not None:  # a third plugin with the same name: one problem naming all of them
+            self.problems.remove(old)
+        self._clash_problems[(kind, entry.name)] = problem
+        self.problems.append(problem)
+
+    def _check_hooks(self, plugin: object, plugin_name: str, distribution: str) -> None:
+        """What pluggy's check_pending() finds, per plugin: a function marked as an optbench hook whose name
+        is no optbench hook (a misspelling registers nothing, so say so)."""
+        for hook_name in sorted(vars(self.manager.hook)):
+            caller = getattr(self.manager.hook, hook_name)
+            if getattr(caller, "spec", True) is not None:
+                continue
+            if any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
+                known = ", ".join(sorted(n for n in vars(self.manager.hook)
+                                         if getattr(getattr(self.manager.hook, n), "spec", None) is not None))
+                self.problems.append(PluginProblem(plugin_name, distribution,
+                                                   f"{hook_name} is not an optbench hook (known: {known})"))
 
     def add_plugin(self, plugin: object, name: str, distribution: str = "local", version: str = "") -> None:
         self.manager.register(plugin, name=name)
+        self._distributions[name] = distribution
+        self._check_hooks(plugin, name, distribution)
         self._collect(name, distribution, version)
+
+
+_CLASH_HINT = "Uninstall one of the packages, or rename it in one of them."
+
+
+def _clash_text(kind: str, name: str, entries: list[Registered]) -> str:
+    who = " and ".join(f"plugin {e.plugin!r} ({e.distribution})" for e in entries)
+    return f"{kind} name {name!r} is registered by {who}, so neither is used."
 
 
 def _new_manager() -> pluggy.PluginManager:

@@ -146,10 +146,11 @@ def _run_one(conn: Connection, registry: Registry, trial: Trial, settings: RunSe
         result = run_trial(trial, registry, settings, on_step=on_step)
         result.row["torch_threads"] = threads
         result.row["parallel_trials"] = parallel
-        write_result(Store(root), registry, result)
+        observed = write_result(Store(root), registry, result)
     except OptbenchError as exc:  # a setup error every trial shares: the driver stops the grid with it
         return {"kind": "user_error", "message": exc.message, "hint": exc.hint}
-    return {"kind": "done", "status": result.row["status"], "error": result.row.get("error")}
+    return {"kind": "done", "status": result.row["status"], "error": result.row.get("error"),
+            "observer_problems": observed}
 
 
 # --- the driver side ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from optbench.plugins import torch_optim
 
 from optbench import OptimizerSpec, hookimpl
 from optbench.errors import OptbenchError, UnknownNameError
@@ -64,21 +65,51 @@ def test_builtins_come_from_our_own_entry_points(registry) -> None:
     assert not [p for p in registry.problems if p.distribution == "optbench"]
 
 
-def test_duplicate_name_names_both_plugins() -> None:
-    with pytest.raises(OptbenchError) as info:
-        load_registry([("first-plugin", _plugin("twin")), ("second-plugin", _plugin("twin"))], entry_points=False)
-    msg = str(info.value)
-    assert "'twin'" in msg and "first-plugin" in msg and "second-plugin" in msg
+def test_duplicate_name_names_both_plugins_and_leaves_the_rest_usable() -> None:
+    registry = load_registry([("first-plugin", _plugin("twin", "solo-a")), ("second-plugin", _plugin("twin")),
+                              ("third-plugin", _plugin("twin", "solo-c"))], entry_points=False)
+    [problem] = [str(p) for p in registry.problems]
+    assert "'twin'" in problem and all(f"{n}-plugin" in problem for n in ("first", "second", "third"))
+    with pytest.raises(OptbenchError) as info:  # the name itself: unusable, with the same sentence
+        registry.optimizer("twin")
+    assert "first-plugin" in info.value.message and "third-plugin" in info.value.message
+    assert "twin" not in registry.names("optimizer")
+    assert registry.optimizer("solo-a").plugin == "first-plugin" and registry.optimizer("solo-c")
+
+
+def test_a_name_clash_leaves_other_commands_working(cli, monkeypatch) -> None:
+    import optbench.registry
+
+    clash = load_registry([("torch", torch_optim), ("copy-plugin", _plugin("adamw"))], entry_points=False)
+    monkeypatch.setattr(optbench.registry, "_CACHED", clash)
+    listed = cli("list", "optimizers", "--json")
+    assert listed.exit_code == 0 and "sgd" in listed.stdout and "registered by" in listed.stderr
+    run = cli("run", "-o", "adamw", "-t", "quadratic-well-conditioned", "--dry-run")
+    assert run.exit_code == 2 and "copy-plugin" in run.output and "Traceback" not in run.output
+
+
+def test_a_misspelt_hook_is_reported() -> None:
+    class Misspelt:
+        @hookimpl
+        def optbench_register_optimizer(self):  # singular: no such hook
+            return []
+
+    registry = load_registry([("typo-plugin", Misspelt()), ("fine", _plugin("fine-opt"))], entry_points=False)
+    [problem] = registry.problems
+    assert problem.plugin == "typo-plugin" and "optbench_register_optimizer " in str(problem)
+    assert registry.names("optimizer") == ["fine-opt"]
 
 
 def test_duplicate_of_a_builtin_names_its_distribution(tmp_path: Path, monkeypatch) -> None:
     make_distribution(tmp_path, "optbench-clash", {"clash_plugin": GOOD_PLUGIN.format(name="adamw")},
                       {"clash": "clash_plugin"})
     monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry()
     with pytest.raises(OptbenchError) as info:
-        load_registry()
+        registry.optimizer("adamw")
     msg = str(info.value)
     assert "optbench-clash" in msg and "optbench-optimizers-torch" in msg and "'adamw'" in msg
+    assert registry.optimizer("sgd").distribution == "optbench"
 
 
 def test_unknown_name_suggests_the_close_match(registry) -> None:
@@ -152,3 +183,28 @@ def test_third_party_distribution_lists_and_runs(tmp_path: Path) -> None:
     row = pd.read_parquet(files[0]).iloc[0]
     assert row["optimizer"] == "demo-sgd" and row["status"] == "ok", row["error"]
     assert json.loads(row["hparams"]) == {"lr": 0.05}
+
+
+class _FailingObserver:
+    """An observer plugin whose hook raises on every trial."""
+
+    @hookimpl
+    def optbench_trial_finished(self, trial):
+        raise RuntimeError(f"observer broke on {trial['optimizer']}")
+
+
+def test_observer_failure_is_printed_after_the_run_and_the_row_is_kept(cli, monkeypatch, tmp_path) -> None:
+    from optbench.tasks import quadratic
+
+    import optbench.registry
+
+    registry = load_registry([("torch", torch_optim), ("quadratic", quadratic), ("watcher", _FailingObserver())],
+                             entry_points=False)
+    monkeypatch.setattr(optbench.registry, "_CACHED", registry)
+    out = cli("run", "-o", "sgd", "-t", "quadratic-well-conditioned", "--no-metrics", "--results", str(tmp_path))
+    assert out.exit_code == 0, out.output
+    said = " ".join(out.stderr.split())  # rich wraps long lines
+    assert said.count("observer broke on sgd") == 1
+    assert "plugin 'watcher' (from local) failed: optbench_trial_finished raised RuntimeError" in said
+    assert out.output.rindex("observer broke") > out.output.index("ran 1 trial")  # after the run's report
+    assert len(list((tmp_path / "trials").glob("*.parquet"))) == 1

@@ -173,5 +173,7 @@ def run_cmd(optimizers, tasks, suite, preset, seeds, hp, schedules, dry_run, res
                       f"results in {results}")
     ids = {t.trial_id for t in trials}
     print_summary(cli, store, lambda df: df[df["trial_id"].isin(ids)])
+    for problem in dict.fromkeys(outcome.observer_problems):  # after the table, where they are seen
+        cli.warn(f"{problem} (the trial's results were saved)")
 
 
