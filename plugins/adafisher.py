@@ -220,7 +220,8 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
             name="adafisher",
             build=_build,
             defaults=DEFAULTS,
-            search_space={"lr": ("log-uniform", 1e-5, 1e-1), "damping": ("log-uniform", 1e-5, 1e-1)},
+            search_space={"lr": ("log-uniform", 1e-5, 1e-1), "damping": ("log-uniform", 1e-5, 1e-1),
+                          "weight_decay": ("log-uniform", 1e-6, 1e-2)},
             wants_model=True,
             paper="Gomes et al. 2025, AdaFisher: Adaptive Second Order Optimization via Fisher Information, "
             "arXiv:2405.16397 (code: AtlasAnalyticsLab/AdaFisher)",

@@ -258,7 +258,8 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
             name="arturo",
             build=_build,
             defaults=DEFAULTS,
-            search_space={"lr": ("log-uniform", 1e-4, 1e-1), "reg_weight": ("log-uniform", 0.05, 5.0)},
+            search_space={"lr": ("log-uniform", 1e-4, 1e-1), "reg_weight": ("log-uniform", 0.05, 5.0),
+                          "kl_rtol": ("log-uniform", 0.01, 1.0)},
             paper="Dahlinger, Becker, Hüttenrauch, Neumann 2023, arTuRO, arXiv:2310.20574 (code: ALRhub/arturo)",
             summary="arTuRO: Kalman-filtered per-weight quadratic surrogate, step from one global KL-bounded "
             "bisection over eta (lr = the KL bound eps)",

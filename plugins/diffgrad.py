@@ -131,7 +131,7 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
             build=_build,
             defaults={"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0,
                       "eps_mode": "official", "weight_decay_mode": "l2"},
-            search_space={"lr": ("log-uniform", 1e-5, 1e-1)},
+            search_space={"lr": ("log-uniform", 1e-5, 1e-1), "weight_decay": ("log-uniform", 1e-6, 1e-2)},
             paper="Dubey et al. 2019, diffGrad: An Optimization Method for Convolutional Neural Networks, "
             "arXiv:1909.11015",
             summary="diffGrad: Adam scaled by sigmoid(|g_prev - g|), the official code's rule (eps_mode, "

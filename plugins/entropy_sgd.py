@@ -91,7 +91,8 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
             build=_build,
             defaults={"lr": 1.0, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0, "L": 20, "gamma": 0.03,
                       "scoping": 1e-3, "noise": 1e-4, "inner_lr": 0.1, "beta": 0.75},
-            search_space={"lr": ("log-uniform", 1e-2, 10.0), "gamma": ("log-uniform", 1e-3, 1.0)},
+            search_space={"lr": ("log-uniform", 1e-2, 10.0), "gamma": ("log-uniform", 1e-3, 1.0),
+                          "inner_lr": ("log-uniform", 1e-3, 1.0)},
             needs=Needs.CLOSURE,
             paper="Chaudhari et al. 2017, Entropy-SGD: Biasing Gradient Descent Into Wide Valleys, arXiv:1611.01838",
             summary="Entropy-SGD: L inner SGLD steps estimate the local-entropy gradient gamma (x - mu); L fwd/bwd "

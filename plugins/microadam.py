@@ -277,7 +277,7 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
             defaults={"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "m": 10,
                       "density": 0.01, "block_size": 4096, "quant_block_size": 4096, "ef_bits": 4,
                       "value_dtype": "bfloat16"},
-            search_space={"lr": ("log-uniform", 1e-5, 1e-1)},
+            search_space={"lr": ("log-uniform", 1e-5, 1e-1), "weight_decay": ("log-uniform", 1e-4, 1.0)},
             paper="Modoranu et al. 2024, MicroAdam: Accurate Adaptive Optimization with Low Space Overhead and "
             "Provable Convergence, arXiv:2405.15593",
             summary="MicroAdam: Adam moments from a window of m top-k gradients + 4-bit error feedback "

@@ -185,7 +185,8 @@ _COMMON = {"lr": 1e-4, "beta1": 0.965, "beta2": 0.99, "rho": 0.04, "weight_decay
 
 @hookimpl
 def optbench_register_optimizers() -> list[OptimizerSpec]:
-    space = {"lr": ("log-uniform", 1e-5, 1e-2), "rho": ("log-uniform", 1e-3, 1.0)}
+    space = {"lr": ("log-uniform", 1e-5, 1e-2), "rho": ("log-uniform", 1e-3, 1.0),
+             "weight_decay": ("log-uniform", 1e-3, 1.0)}
     return [
         OptimizerSpec(
             name="sophia-g",

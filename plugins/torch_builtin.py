@@ -92,6 +92,7 @@ def _build_muon(params: Iterable[Any], **hp: Any) -> MuonWithAdamW:
 
 ADAM_BETAS = {"beta1": 0.9, "beta2": 0.999}
 LR = ("log-uniform", 1e-5, 1e-1)
+L2_DECAY = ("log-uniform", 1e-6, 1e-2)  # every builtin here applies weight_decay as L2 (Adafactor: decoupled)
 
 #: (name, class, defaults (torch's own), paper, summary)
 BUILTINS: list[tuple[str, type[torch.optim.Optimizer], dict[str, Any], str, str]] = [
@@ -122,8 +123,8 @@ BUILTINS: list[tuple[str, type[torch.optim.Optimizer], dict[str, Any], str, str]
 @hookimpl
 def optbench_register_optimizers() -> list[OptimizerSpec]:
     specs = [
-        OptimizerSpec(name=name, build=_builder(cls), defaults=defaults, search_space={"lr": LR}, paper=paper,
-                      summary=summary)
+        OptimizerSpec(name=name, build=_builder(cls), defaults=defaults,
+                      search_space={"lr": LR, "weight_decay": L2_DECAY}, paper=paper, summary=summary)
         for name, cls, defaults, paper, summary in BUILTINS
     ]
     if hasattr(torch.optim, "Muon"):  # torch >= 2.9
@@ -132,7 +133,7 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
             build=_build_muon,
             defaults={"lr": 1e-3, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True, "ns_steps": 5,
                       "adamw_lr": 1e-3, "adamw_beta1": 0.9, "adamw_beta2": 0.999, "adamw_eps": 1e-8},
-            search_space={"lr": LR, "adamw_lr": LR},
+            search_space={"lr": LR, "adamw_lr": LR, "weight_decay": ("log-uniform", 1e-4, 1.0)},
             paper="Jordan et al. 2024, Muon (kellerjordan.github.io/posts/muon)",
             summary="torch.optim.Muon on 2-D weights, AdamW (adamw_*) on every other parameter",
         ))

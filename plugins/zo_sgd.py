@@ -112,7 +112,8 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
             build=_build,
             defaults={"lr": 1e-3, "mu": 5e-3, "estimator": "coordinate", "n_coords": 16, "n_directions": 8,
                       "momentum": 0.0, "weight_decay": 0.0},
-            search_space={"lr": ("log-uniform", 1e-5, 1e-1), "mu": ("log-uniform", 1e-4, 1e-1)},
+            search_space={"lr": ("log-uniform", 1e-5, 1e-1), "mu": ("log-uniform", 1e-4, 1e-1),
+                          "momentum": ("uniform", 0.0, 0.95)},
             needs=Needs.LOSS_ONLY,
             paper="Chen et al. 2024, DeepZero: Scaling up Zeroth-Order Optimization for Deep Model Training, "
             "arXiv:2310.02025",

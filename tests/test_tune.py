@@ -197,3 +197,24 @@ def test_dry_run_lists_studies_and_counts(tmp_path):
     out = tune_cli(registry, "-o", "plain-sgd", "-o", "brittle-sgd", "-t", "tiny-regression", "--budget", "4",
                    "--seeds", "2", "--dry-run", "--results", str(tmp_path / "res"))
     assert out.exit_code == 0 and "2 studies, 12 trials" in out.output and not (tmp_path / "res").exists()
+
+
+def test_every_first_party_optimizer_declares_a_sampleable_space():
+    """At least a log-uniform learning rate, every key a hyperparameter of the optimizer (the pytorch-optimizer
+    bridge is third-party code: it gets lr only, where it has one)."""
+    import importlib
+
+    from optbench.registry import load_registry
+    from optbench.tuning import parse_space
+
+    modules = ["torch_optim", "torch_builtin", "lion", "arturo", "sophia", "microadam", "fadam", "diffgrad",
+               "sharpness_aware", "entropy_sgd", "zo_sgd", "adafisher"]
+    registry = load_registry([(m, importlib.import_module(f"optbench.plugins.{m}")) for m in modules],
+                             entry_points=False)
+    names = sorted(registry.entries["optimizer"])
+    assert len(names) >= 20
+    for name in names:
+        spec = registry.optimizer(name).spec
+        dists = parse_space(name, spec.search_space, spec.defaults)
+        assert spec.search_space["lr"][0] == "log-uniform" and dists["lr"].log, name
+        assert len(dists) >= 2, f"{name}: only a learning rate"
