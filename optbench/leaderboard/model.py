@@ -69,10 +69,13 @@ class Board:
         return sorted(self.summary["problem"].unique()) if not self.summary.empty else []
 
     def color(self, optimizer: str) -> str:
-        """One colour per optimizer, the same on every page."""
-        names = self.optimizers
-        i = names.index(optimizer) if optimizer in names else 0
-        return PALETTE[i % len(PALETTE)]
+        """The board's top ten (by the ranking) keep one distinct colour on every page; the rest are grey, and a
+        figure that shows one of them gives it a free colour of its own (plots.figure_colors)."""
+        from optbench.leaderboard.plots import GREY, HIGHLIGHT
+
+        order = list(self.ranking["optimizer"]) if not self.ranking.empty else self.optimizers
+        top = order[: len(HIGHLIGHT)]
+        return HIGHLIGHT[top.index(optimizer)] if optimizer in top else GREY
 
     def provenance(self) -> dict[str, Any]:
         t = self.trials
@@ -115,10 +118,6 @@ class Board:
             return {"summary": None, "paper": None}
         return {"summary": entry.spec.summary, "paper": getattr(entry.spec, "paper", None)}
 
-
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
-           "#7f7f7f", "#393b79", "#ad494a", "#637939", "#e6550d", "#7b4173", "#3182bd", "#31a354", "#843c39",
-           "#de9ed6", "#6b6ecf"]
 
 
 def problem_key(task: str, preset: str) -> str:

@@ -181,11 +181,12 @@ def overview_page(board: Board, title: str = "Optimizer leaderboard", href: str 
                  "synthetic stand-ins for datasets), not real data.</p>")
     body = [lead, "<h2 id=ranking>Ranking across tasks</h2>", ranking_table(board)]
     body.append("<h2 id=profile>Performance profile</h2>")
-    body.append(plot_div("profile", plots.profile_figure(board.ratios, list(rk["optimizer"]), board.color),
-                         "ρ(τ) is the fraction of tasks on which an optimizer reached the target within τ times the "
-                         "fastest optimizer's time. A task counts only if every seed reached its target; the time "
-                         "is the mean over seeds. Optimizers whose ρ stays 0 on [1, 4] start hidden: click "
-                         "their legend entry to show them."))
+    body.append('<figure class="svg-plot" id="profile-figure">'
+                + plots.profile_svg(board.ratios, list(rk["optimizer"]), board.color)
+                + '<figcaption class="caption">ρ(τ) is the fraction of tasks on which an optimizer reached the target '
+                "within τ times the fastest optimizer's time. A task counts only if every seed reached its target; "
+                "the time is the mean over seeds. The ranking's top ten are coloured, the others grey (hover a line "
+                "for its name).</figcaption></figure>")
     unsolved = [p for p in board.ratios.index if not (board.ratios.loc[p] < math.inf).any()]
     if unsolved:
         body.append(f"<p class=note>No optimizer reached the target on every seed of: {esc(', '.join(unsolved))} "
@@ -199,7 +200,7 @@ def overview_page(board: Board, title: str = "Optimizer leaderboard", href: str 
     body.append("<h2 id=failed>Failed, diverged and timed-out trials</h2>")
     body.append(failed_trials_table(board.everything, "failed-trials"))
     body.append(problems_box(board))
-    return page(title, "\n".join(body), meta, href, plots=True)
+    return page(title, "\n".join(body), meta, href)
 
 
 def untuned_page(board: Board) -> str:
@@ -467,34 +468,39 @@ def curves_section(board: Board, task: str, preset: str, points: pd.DataFrame | 
     order = list(ranked.sort_values("rank")["optimizer"])  # this task's best first
     figs = []
     key = slug(problem_key(task, preset))
+    color = plots.figure_colors(order[: plots.VISIBLE_LINES], board.color)
     for split, name, label in CURVES:
         sel = pts[(pts["split"] == split) & (pts["name"] == name)]
         if sel.empty:
             continue
         for x, xl in (("step", "steps"), ("wall_time_s", "seconds")):
-            fig = plots.curve_figure(sel, order, board.color, x, f"{label} vs {xl}", label)
+            fig = plots.curve_figure(sel, order, color, x, f"{label} vs {xl}", label)
             figs.append(plot_div(f"curve-{key}-{slug(split + '-' + name)}-{xl}", fig))
     if not figs:
         return '<p class="note">No training curves recorded for this task.</p>'
     more = f" The best {plots.VISIBLE_LINES} on this task are drawn; click a legend entry to show or hide one." \
         if len(order) > plots.VISIBLE_LINES else ""
-    return ('<div class="grid2">' + "".join(figs) + "</div>"
+    return (f'<div class="grid2" id="curves-{esc(slug(preset))}">' + "".join(figs) + "</div>"
             f'<p class="note">Lines: mean over seeds; bands: min to max over seeds.{more}</p>')
 
 
 def curves_page(board: Board) -> str:
+    """An index: each task's curves live on its own page (one page per task keeps every page small)."""
     if board.empty:
         return page("Training curves", no_results(), meta_line(board), "curves.html")
-    points = curve_points(board)
-    body = []
+    items = []
     for problem in board.problems:
         grp = board.summary[board.summary["problem"] == problem].iloc[0]
         task, preset = grp["task"], grp["preset"]
         marks = synthetic_badge(grp["dataset"]) if grp["synthetic"] else ""
-        body.append(f'<h2 id="{esc(slug(problem))}"><a href="{task_href(task)}">{esc(task)}</a>/{esc(preset)}'
-                    f"{marks}</h2>")
-        body.append(curves_section(board, task, preset, points))
-    return page("Training curves", "\n".join(body), meta_line(board), "curves.html", plots=True)
+        n = int((board.summary["problem"] == problem).sum())
+        items.append(f'<li><a href="{task_href(task)}#curves-{esc(slug(preset))}">{esc(task)}/{esc(preset)}</a>'
+                     f"{marks} <span class=note>({n} optimizer(s))</span></li>")
+    body = ('<p class="lead">Training loss, validation and test metrics against steps and seconds, per task: mean '
+            "over seeds with a min–max band. Each task's page draws its best "
+            f"{plots.VISIBLE_LINES} in distinct colours; the others are one legend click away.</p>"
+            '<ul class="links" id="curve-index">' + "".join(items) + "</ul>")
+    return page("Training curves", body, meta_line(board), "curves.html")
 
 
 # --- geometry --------------------------------------------------------------------------------------
@@ -509,18 +515,31 @@ def geometry_page(board: Board) -> str:
         t["final_train_loss"], errors="coerce")
     for col, _ in GEOMETRY:  # a results dir written without the metric has no such column
         t[col] = pd.to_numeric(t[col], errors="coerce") if col in t else float("nan")
-    order = list(board.ranking["optimizer"])
-    body = ['<p class="lead">Does flatness predict generalisation here? One point per trial: the geometry metric at '
-            "the end of training against the generalisation gap (final test loss − final train loss).</p>"]
-    figs = []
-    for col, label in GEOMETRY:
-        have = t[t[col].notna() & t["gen_gap"].notna()]
-        if have.empty:
-            figs.append(f'<div class="empty" id="no-{col}">No trial recorded {esc(label)} (its metric plugin was '
-                        "not installed or not run).</div>")
-        else:
-            figs.append(plot_div(f"geometry-{col}", plots.geometry_figure(have, order, board.color, col, label)))
-    body.append('<div class="grid2">' + "".join(figs) + "</div>")
+    body = ['<p class="lead">Does flatness predict generalisation here? Per task, one point per trial: the '
+            "geometry metric at the end of training against the generalisation gap (final test loss − final train "
+            "loss), on a log axis where the values are positive. Tasks are never pooled: their scales differ. The "
+            '<a href="studies.html">studies</a> test the question with rank correlations and intervals.</p>']
+    any_plot = False
+    for task, rows in t.groupby("task", sort=True):
+        order = sorted(rows["optimizer"].astype(str).unique())
+        color = plots.figure_colors(order, board.color)
+        figs = []
+        for col, label in GEOMETRY:
+            have = rows[rows[col].notna() & rows["gen_gap"].notna()]
+            if have.empty:
+                continue
+            fig = plots.geometry_figure(have, order, color, col, label)
+            fig["layout"]["title"]["text"] = esc(f"{task}: {label}")
+            if (have[col] > 0).all():
+                fig["layout"]["yaxis"]["type"] = "log"
+            figs.append(plot_div(f"geometry-{slug(str(task))}-{col}", fig))
+        marks = synthetic_badge(", ".join(sorted(set(rows["dataset"].dropna().astype(str))))) \
+            if rows["synthetic"].fillna(False).astype(bool).any() else ""
+        any_plot = any_plot or bool(figs)
+        body.append(f'<h2 id="geometry-{esc(slug(str(task)))}">{esc(task)}{marks}</h2>')
+        body.append('<div class="grid2">' + "".join(figs) + "</div>" if figs else
+                    f'<div class="empty" id="no-geometry-{esc(slug(str(task)))}">No trial on this task recorded a '
+                    "geometry metric (its metric plugin was not installed or not run).</div>")
     body.append("<h2 id=points>Per-trial values</h2>")
     rows, classes = [], []
     for _, r in t.sort_values(["task", "preset", "optimizer", "seed"]).iterrows():
@@ -536,5 +555,5 @@ def geometry_page(board: Board) -> str:
         classes.append("synthetic" if bool(r["synthetic"]) else "")
     body.append(table([("task", ""), ("optimizer", ""), ("seed", ""), ("gen. gap", "final test − final train loss"),
                        ("sharpness", ""), ("entropy gap", "")], rows, "geometry-points", classes))
-    return page("Geometry", "\n".join(body), meta_line(board), "geometry.html", plots=True)
+    return page("Geometry", "\n".join(body), meta_line(board), "geometry.html", plots=any_plot)
 

@@ -8,6 +8,7 @@ Seeds are drawn as a band (min to max over seeds at each step) around their mean
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ from optbench.leaderboard.html import esc
 #: ten clearly distinct colours (Tableau 10) for the lines a figure highlights; the rest are drawn grey
 HIGHLIGHT = ["#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f",
              "#111111"]
+#: the colour of lines a figure does not highlight
+GREY = "#9ca3af"
 #: points per curve line at most (evenly spaced over the logged steps)
 MAX_POINTS = 120
 #: curve lines drawn at first (the task's best by rank); the rest are one legend click away
@@ -63,24 +66,76 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def profile_figure(ratios: pd.DataFrame, order: list[str], color) -> dict[str, Any]:
-    """rho(tau) on [1, 4], one step line per optimizer, in ranking order. Lines that stay at zero start hidden
-    (click the legend to show them) so that a board with many optimizers stays readable."""
-    data = []
+def figure_colors(shown: list[str], board_color: Callable[[str], str]) -> Callable[[str], str]:
+    """Distinct colours for the lines one figure draws: a line keeps its board-wide colour where it has one (the
+    board's top ten), the others take the highlight colours still free in this figure; lines beyond the ten
+    highlight colours, and lines not shown, are grey."""
+    colors = {o: board_color(o) for o in shown if board_color(o) != GREY}
+    free = [c for c in HIGHLIGHT if c not in colors.values()]
+    for o in shown:
+        if o not in colors and free:
+            colors[o] = free.pop(0)
+    return lambda o: colors.get(o, GREY)
+
+
+def profile_svg(ratios: pd.DataFrame, order: list[str], color: Callable[[str], str]) -> str:
+    """The performance profile ρ(τ) on [1, 4] as inline SVG: the overview stays a light page (no plotting
+    library). One step line per optimizer that reaches ρ > 0, in ranking order, highlighted ones on top."""
+    w, h, left, right, top, bottom = 720, 330, 48, 200, 12, 40
+    pw, ph = w - left - right, h - top - bottom
+
+    def x(tau: float) -> float:
+        return left + (tau - 1.0) / (profile.TAU_MAX - 1.0) * pw
+
+    def y(r: float) -> float:
+        return top + (1.0 - r) * ph
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" role="img" class="profile-svg" '
+             f'aria-label="performance profile">']
+    for t in (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0):
+        parts.append(f'<line x1="{x(t):.1f}" y1="{top}" x2="{x(t):.1f}" y2="{top + ph}" class="grid"/>'
+                     f'<text x="{x(t):.1f}" y="{top + ph + 14}" class="tick" text-anchor="middle">{t:g}</text>')
+    for r in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<line x1="{left}" y1="{y(r):.1f}" x2="{left + pw}" y2="{y(r):.1f}" class="grid"/>'
+                     f'<text x="{left - 6}" y="{y(r) + 4:.1f}" class="tick" text-anchor="end">{r:g}</text>')
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{h - 6}" class="axis" text-anchor="middle">τ (time ÷ fastest '
+                 "time on the task)</text>"
+                 f'<text x="12" y="{top + ph / 2:.1f}" class="axis" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {top + ph / 2:.1f})">ρ(τ)</text>')
+    drawn, flat = [], []
     for opt in order:
         if opt not in ratios.columns:
             continue
         taus, rhos = profile.profile_steps(ratios, opt)
-        hidden = {"visible": "legendonly"} if max(rhos) == 0 else {}
-        data.append({**hidden, "type": "scatter", "mode": "lines",
-                     "line": {"shape": "hv", "width": 2, "color": color(opt)}, "x": _round(taus),
-                     "y": _round(rhos), "name": esc(opt),
-                     "hovertemplate": "τ=%{x:.3g}: ρ=%{y:.2f}<extra>" + esc(opt) + "</extra>"})
-    layout = _layout("Performance profile over time-to-target", "τ (time ÷ fastest time on the task)",
-                     "ρ(τ): fraction of tasks within τ", legend=SIDE_LEGEND, height=420)
-    layout["xaxis"]["range"] = [1, profile.TAU_MAX]
-    layout["yaxis"]["range"] = [-0.02, 1.02]
-    return {"data": data, "layout": layout}
+        if max(rhos) == 0:
+            flat.append(opt)
+            continue
+        d = f"M{x(taus[0]):.1f},{y(rhos[0]):.1f}"
+        for tau, r in zip(taus[1:], rhos[1:], strict=True):
+            d += f"H{x(tau):.1f}V{y(r):.1f}"
+        data = f'data-tau="{" ".join(f"{t:.6g}" for t in taus)}" data-rho="{" ".join(f"{r:.6g}" for r in rhos)}"'
+        drawn.append((opt, d, color(opt), data))
+    # grey lines first, highlighted ones on top
+    for opt, d, c, data in sorted(drawn, key=lambda t: t[2] != GREY):
+        width = 1.2 if c == GREY else 2.4
+        parts.append(f'<path d="{d}" fill="none" stroke="{c}" stroke-width="{width}" class="line" '
+                     f'data-name="{esc(opt)}" {data}><title>{esc(opt)}</title></path>')
+    ly = top + 6
+    for opt, _, c, _ in drawn:
+        if c == GREY:
+            continue
+        parts.append(f'<line x1="{left + pw + 12}" y1="{ly}" x2="{left + pw + 32}" y2="{ly}" stroke="{c}" '
+                     f'stroke-width="3"/><text x="{left + pw + 38}" y="{ly + 4}" class="legend">{esc(opt)}</text>')
+        ly += 17
+    greys = [o for o, _, c, _ in drawn if c == GREY]
+    if greys:
+        parts.append(f'<line x1="{left + pw + 12}" y1="{ly}" x2="{left + pw + 32}" y2="{ly}" stroke="{GREY}" '
+                     f'stroke-width="2"/><text x="{left + pw + 38}" y="{ly + 4}" class="legend">'
+                     f"{len(greys)} more</text>")
+    parts.append("</svg>")
+    note = (f'<p class="note">Never within τ = 4 of the fastest on any task (ρ = 0, not drawn): '
+            f"{esc(', '.join(flat))}.</p>") if flat else ""
+    return "".join(parts) + note
 
 
 def _y_range(points: pd.DataFrame) -> tuple[bool, list[float] | None]:
@@ -115,7 +170,7 @@ def curve_figure(points: pd.DataFrame, order: list[str], color, x: str, title: s
                                      mean=("value", "mean"), n=("value", "size")).reset_index()
         if len(g) > MAX_POINTS:  # keeps the site small with many optimizers; first and last step always kept
             g = g.iloc[np.unique(np.linspace(0, len(g) - 1, MAX_POINTS).round().astype(int))]
-        xs, c = _round(g["x"]), color(opt)
+        xs, c = _round(g["x"]), (color(opt) if i < shown else GREY)
         label = esc(opt)
         if int(mine["trial_id"].nunique()) > 1:
             data.append({**hidden, "type": "scatter", "mode": "lines", "x": xs, "y": _round(g["lo"]),

@@ -25,6 +25,13 @@ p.lead { font-size:1.05rem; }
 .note { color:var(--muted); font-size:.9rem; }
 .answer { padding:.8rem 1rem; border-left:4px solid #4e79a7; background:#f1f5fb; border-radius:4px; margin:1rem 0; }
 ul.studies li { margin:.6rem 0; }
+figure.svg-plot { margin:0 0 1rem; max-width:760px; }
+.profile-svg { width:100%; height:auto; font-family:system-ui, sans-serif; }
+.profile-svg .grid { stroke:#e5e7eb; stroke-width:1; }
+.profile-svg .tick { font-size:11px; fill:#6b7280; }
+.profile-svg .axis { font-size:12px; fill:#374151; }
+.profile-svg .legend { font-size:11px; fill:#111827; }
+.profile-svg .line:hover { stroke-width:4; }
 .empty { padding:2rem; text-align:center; border:2px dashed var(--line); border-radius:8px; color:var(--muted);
          font-size:1.1rem; }
 .warnbox { border-left:4px solid var(--warn); background:#fffaeb; padding:.5rem 1rem; margin:1rem 0; }

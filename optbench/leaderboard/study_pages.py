@@ -67,7 +67,7 @@ def _pair_curves(board: Board, res: PairwiseResult) -> str:
 
 def pairwise_page(board: Board, res: PairwiseResult, meta: str) -> str:
     s = res.study
-    body = [f'<p class="lead">{esc(s.question)}</p>', _answer_box(res.answer),
+    body = [_answer_box(res.answer),
             f'<h2 id="protocol">Protocol</h2><p>{esc(s.protocol)}</p>']
     if res.rows:
         body += ['<h2 id="evidence">Evidence per task</h2>', _pair_table(res.rows, s, "study-pairs")]
@@ -81,7 +81,7 @@ def pairwise_page(board: Board, res: PairwiseResult, meta: str) -> str:
 
 def geometry_page(board: Board, res: GeometryResult, meta: str) -> str:
     s = res.study
-    body = [f'<p class="lead">{esc(s.question)}</p>', _answer_box(res.answer),
+    body = [_answer_box(res.answer),
             f'<h2 id="protocol">Protocol</h2><p>{esc(s.protocol)}</p>']
     if res.rows:
         cells = [[Cell(esc(r.task), r.task), Cell(esc(r.measure), r.measure), Cell(esc(r.target), r.target),
