@@ -89,11 +89,13 @@ def columns_from_metadata(metadata: Mapping[bytes, bytes] | None) -> tuple[Colum
 
 
 def merge_columns(groups: Iterable[Iterable[ColumnSpec]]) -> tuple[ColumnSpec, ...]:
-    """Declarations from many files as one list: first declaration of each name wins, order kept."""
+    """Declarations from many files as one list, order kept: the first declaration of each name wins, except
+    that a bare one (a name only, from a row written as a plain dict) gives way to a described one."""
     out: dict[str, ColumnSpec] = {}
     for group in groups:
         for col in group:
-            out.setdefault(col.name, col)
+            if col.name not in out or out[col.name] == ColumnSpec(col.name):
+                out[col.name] = col
     return tuple(out.values())
 
 

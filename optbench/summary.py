@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from optbench.config import CONSTANT, config_id, config_label
+from optbench.schema import CORE_COLUMNS
+from optbench.specs import ColumnSpec
 
 #: what a cell is; every consumer groups by exactly this
 GROUP = ["task", "preset", "optimizer", "config_id"]
-#: columns summarised as mean and standard deviation over the seeds whose status is ok
+#: core columns summarised as mean and standard deviation over the seeds whose status is ok; every metric
+#: column (declared by a metric plugin, see metric_columns) is summarised the same way
 MEAN_COLUMNS = [
     "final_train_loss", "final_val_loss", "final_val_accuracy", "final_test_loss", "final_test_accuracy",
-    "time_to_target_s", "steps_to_target", "step_time_ms", "optimizer_step_ms", "sharpness", "hessian_trace",
-    "entropy_gap", "entropy_gap_alpha2", "optimizer_state_mb", "wall_time_s",
+    "time_to_target_s", "steps_to_target", "step_time_ms", "optimizer_step_ms", "optimizer_state_mb", "wall_time_s",
 ]
 #: statuses counted per cell besides ok
 STATUSES = ("diverged", "failed", "timeout", "crashed")
@@ -69,6 +71,18 @@ def with_configs(trials: pd.DataFrame, defaults: Mapping[str, Mapping[str, Any]]
     return t
 
 
+def metric_columns(trials: pd.DataFrame, declared: Sequence[ColumnSpec] = ()) -> tuple[ColumnSpec, ...]:
+    """The numeric metric columns of `trials`: the declared ones it holds, in order, then any other numeric
+    column outside the core (a file written before declarations were recorded), under its own name."""
+    out = [c for c in declared if c.name in trials.columns and c.dtype in ("float64", "int64")]
+    known = CORE_COLUMNS | {c.name for c in declared}
+    for name in trials.columns:
+        if name not in known and pd.api.types.is_numeric_dtype(trials[name]) and \
+                not pd.api.types.is_bool_dtype(trials[name]):
+            out.append(ColumnSpec(name))
+    return tuple(out)
+
+
 def _shared(hparams: list[dict[str, Any]]) -> dict[str, Any]:
     """The key/values every configuration has in common: what a derived label leaves out."""
     if not hparams:
@@ -80,8 +94,10 @@ def _shared(hparams: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(trials: pd.DataFrame, include_search: bool = False,
-              defaults: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
-    """One row per cell (GROUP): seed counts by status, mean/std of every MEAN_COLUMN over ok seeds, how many
+              defaults: Mapping[str, Mapping[str, Any]] | None = None,
+              columns: Sequence[ColumnSpec] = ()) -> pd.DataFrame:
+    """One row per cell (GROUP): seed counts by status, mean/std over ok seeds of every MEAN_COLUMN and every
+    metric column (`columns` declared, plus undeclared numeric extras: metric_columns), how many
     seeds reached the target, the step-time ratio to adamw in the same run, and the tuning facts (study, the
     configuration's rank, whether it was selected, `tuned` when these are a study's fresh-seed re-runs).
 
@@ -92,6 +108,7 @@ def summarize(trials: pd.DataFrame, include_search: bool = False,
         trials = trials[trials["study_role"].fillna("") != "search"]
     if trials.empty:
         return pd.DataFrame(columns=[*GROUP, "config", "seeds", "ok"])
+    means = [*MEAN_COLUMNS, *(c.name for c in metric_columns(trials, columns))]
     trials = trials.copy()
     trials["ok"] = trials["status"] == "ok"
     rows: list[dict[str, Any]] = []
@@ -109,7 +126,7 @@ def summarize(trials: pd.DataFrame, include_search: bool = False,
         out["dataset"] = ", ".join(sorted(set(grp["dataset"].dropna())))
         out["synthetic"] = bool(grp["synthetic"].fillna(False).any())
         out["reached"] = int(ok["steps_to_target"].notna().sum())
-        for col in MEAN_COLUMNS:
+        for col in means:
             vals = pd.to_numeric(ok[col], errors="coerce").dropna() if col in ok else pd.Series(dtype=float)
             out[f"{col}_mean"] = float(vals.mean()) if len(vals) else math.nan
             out[f"{col}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else math.nan)

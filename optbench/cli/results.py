@@ -35,12 +35,14 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
     """Print the summary of the rows `select` keeps from STORE (a table, or JSON records)."""
     from rich.markup import escape
 
-    from optbench.summary import fmt_mean_std, summarize
+    from optbench.summary import fmt_mean_std, metric_columns, summarize
 
     res = store.read()
     for problem in res.problems:
         cli.err_console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False, soft_wrap=True)
-    summary = summarize(select(res.trials))
+    trials = select(res.trials)
+    metric_cols = metric_columns(trials, res.columns)  # what the metric plugins declared in the files
+    summary = summarize(trials, columns=metric_cols)
     if as_json:
         # double_precision=15: pandas rounds to 10 decimals by default, which zeroes small losses
         click.echo(summary.to_json(orient="records", indent=2, double_precision=15))
@@ -52,8 +54,11 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
     title = f"optbench results, preset {', '.join(presets)} (mean ± std over ok seeds)"
     columns: dict[str, list[str]] = {"task": [], "configuration": [], "ok": [], "val loss": [], "val acc": [],
                                      "loss": [], "acc": [],
-                                     "steps→tgt": [], "s→tgt": [], "step ms": [], "×adamw": [],
-                                     "λmax": [], "H gap": []}
+                                     "steps→tgt": [], "s→tgt": [], "step ms": [], "×adamw": []}
+    headers = {}
+    for c in metric_cols:  # two plugins may pick one short header: the later one shows its full name
+        headers[c.name] = c.header if c.header not in columns else c.name
+        columns[headers[c.name]] = []
     for _, r in summary.iterrows():
         ratio = r.get("step_time_ratio")
         values = [
@@ -67,8 +72,7 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
             fmt_mean_std(r["time_to_target_s_mean"], r["time_to_target_s_std"], 2),
             fmt_mean_std(r["step_time_ms_mean"], r["step_time_ms_std"], 3),
             "—" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}",
-            fmt_mean_std(r["sharpness_mean"], r["sharpness_std"], 3),
-            fmt_mean_std(r["entropy_gap_mean"], r["entropy_gap_std"], 3),
+            *(fmt_mean_std(r[f"{c.name}_mean"], r[f"{c.name}_std"], 3) for c in metric_cols),
         ]
         for col, value in zip(columns, values, strict=True):
             columns[col].append(value)
@@ -82,6 +86,7 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
     table.caption = ("configuration: optimizer\\[changed hyperparameters], a bare name is its defaults · "
                      "val: validation · loss, acc: final test loss and accuracy · steps→tgt, s→tgt: training "
                      "steps and seconds to the task's target · ×adamw: step time ÷ adamw's in the same run · "
-                     "λmax: sharpness (top Hessian eigenvalue) · H gap: entropy gap of the Hessian spectrum · "
-                     "† synthetic data")
+                     + "".join(f"{escape(headers[c.name])}: {escape(c.description or c.name)} · "
+                               for c in metric_cols if headers[c.name] in shown)
+                     + "† synthetic data")
     cli.console.print(table)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from optbench.leaderboard import profile
 from optbench.store import ReadProblem, Store
-from optbench.summary import GROUP, summarize, with_configs
+from optbench.summary import GROUP, metric_columns, summarize, with_configs
 
 TUNED, DEFAULTS = "tuned", "defaults"
 
@@ -46,6 +46,8 @@ class Board:
     search: pd.DataFrame = field(default_factory=pd.DataFrame)  # every cell, tuning search trials included
     untuned: Board | None = None  # the defaults view, when `view` is tuned
     all_trials: pd.DataFrame | None = None  # every trial read, whichever view (failures, geometry)
+    #: the metric columns to show (declared in the Parquet files by the metric plugins; summary.metric_columns)
+    columns: tuple[Any, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -240,14 +242,17 @@ def load_board(results: str | Path, registry: Any = None) -> Board:
     trials = with_configs(res.trials, defaults)
     trials["optimizer"] = trials["optimizer"].astype(str)
     curves = res.curves if res.curves is not None else pd.DataFrame(columns=["trial_id"])
-    configs = summarize(trials)
-    search = summarize(trials, include_search=True)
+    columns = metric_columns(trials, res.columns)
+    configs = summarize(trials, columns=columns)
+    search = summarize(trials, include_search=True, columns=columns)
     built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     problems = list(res.problems)
     tuned = not configs.empty and bool(configs["tuned"].astype(bool).any())
     untuned = _board(trials, curves, configs, search, DEFAULTS, problems, registry, built)
+    untuned.columns = columns
     if not tuned:
         return untuned
     board = _board(trials, curves, configs, search, TUNED, problems, registry, built)
     board.untuned = untuned
+    board.columns = columns
     return board

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -15,6 +16,7 @@ import pandas as pd
 from optbench.leaderboard import plots
 from optbench.leaderboard.html import Cell, badge, esc, fmt, num, page, plot_div, slug, table
 from optbench.leaderboard.model import TUNED, Board, problem_key
+from optbench.specs import ColumnSpec
 from optbench.summary import fmt_mean_std
 
 CURVES = [("train", "loss", "Training loss"), ("test", "test_loss", "Test loss"),
@@ -95,13 +97,18 @@ RESULT_HEADERS = [
     ("time to target (s)", "training seconds to reach the task's target, mean ± std over seeds that reached it"),
     ("steps to target", "steps to reach the target, mean ± std over seeds that reached it"),
     ("step time ×AdamW", "median step time divided by AdamW's in the same run (1.00× = as fast as AdamW)"),
-    ("sharpness", "largest Hessian eigenvalue at the end, mean ± std"),
-    ("entropy gap", "entropy gap at the end, mean ± std"),
     ("state MB", "optimizer state memory in MiB, mean over ok seeds"),
 ]
 
 
-def result_cells(r: pd.Series) -> list[Cell]:
+def result_headers(columns: Sequence[ColumnSpec]) -> list[tuple[str, str]]:
+    """RESULT_HEADERS, then one per metric column the results declare (the metric plugin's own words)."""
+    metric = [(c.header, f"{c.description or c.name}{f' ({c.unit})' if c.unit else ''} at the end, mean ± std")
+              for c in columns]
+    return [*RESULT_HEADERS[:-1], *metric, RESULT_HEADERS[-1]]
+
+
+def result_cells(r: pd.Series, columns: Sequence[ColumnSpec] = ()) -> list[Cell]:
     return [
         status_cell(r),
         mean_std_cell(r, "final_test_accuracy"),
@@ -109,8 +116,7 @@ def result_cells(r: pd.Series) -> list[Cell]:
         target_cell(r, "time_to_target_s", 3),
         target_cell(r, "steps_to_target", 4),
         ratio_cell(r),
-        mean_std_cell(r, "sharpness"),
-        mean_std_cell(r, "entropy_gap"),
+        *(mean_std_cell(r, c.name) for c in columns),
         Cell(esc(fmt(r.get("optimizer_state_mb_mean"), 3)), num(r.get("optimizer_state_mb_mean"))),
     ]
 
@@ -324,10 +330,10 @@ def task_page(board: Board, task: str) -> str:
             rows.append([Cell(str(int(r["rank"])), int(r["rank"])),
                          Cell(f'<a href="{optimizer_href(r["optimizer"])}">{esc(r["optimizer"])}</a>{marks}',
                               str(r["optimizer"])),
-                         *result_cells(r)])
+                         *result_cells(r, board.columns)])
             classes.append(row_class(r))
         headers = [("rank", "time-to-target on every seed first, then final quality"), ("optimizer", ""),
-                   *RESULT_HEADERS]
+                   *result_headers(board.columns)]
         body.append(table(headers, rows, f"results-{slug(preset)}", classes,
                           caption="mean ± std over seeds with status ok; click a header to sort."))
         body.append(curves_section(board, task, preset))
@@ -355,10 +361,11 @@ def configurations_section(board: Board, task: str) -> str:
         return ""
     rows, classes = [], []
     for _, r in c.sort_values(["preset", "optimizer", "config"]).iterrows():
-        rows.append([Cell(esc(r["preset"]), str(r["preset"])), config_cell(r), *result_cells(r)])
+        rows.append([Cell(esc(r["preset"]), str(r["preset"])), config_cell(r),
+                     *result_cells(r, board.columns)])
         classes.append(row_class(r))
     headers = [("preset", ""), ("configuration", "optimizer[changed hyperparameters]; a bare name is its defaults"),
-               *RESULT_HEADERS]
+               *result_headers(board.columns)]
     return ("<h2 id=configurations>Every configuration</h2>"
             + table(headers, rows, "configurations", classes,
                     caption="one row per configuration; seeds are averaged only within a configuration. Tuning "
@@ -411,9 +418,10 @@ def optimizer_page(board: Board, name: str) -> str:
             marks = synthetic_badge(r["dataset"]) if r["synthetic"] else ""
             rows.append([Cell(f'<a href="{task_href(r["task"])}">{esc(r["task"])}</a>/{esc(r["preset"])}{marks}',
                               r["problem"]),
-                         Cell(f"{int(r['rank'])}/{n_here}", int(r["rank"])), *result_cells(r)])
+                         Cell(f"{int(r['rank'])}/{n_here}", int(r["rank"])), *result_cells(r, board.columns)])
             classes.append(row_class(r))
-        headers = [("task", ""), ("rank", "rank among the optimizers run on this task"), *RESULT_HEADERS]
+        headers = [("task", ""), ("rank", "rank among the optimizers run on this task"),
+                   *result_headers(board.columns)]
         body.append(table(headers, rows, "optimizer-results", classes))
     body.append("<h2 id=failed>Failed, diverged and timed-out trials</h2>")
     body.append(failed_trials_table(board.everything[board.everything["optimizer"] == name], "failed-trials"))
@@ -504,17 +512,15 @@ def curves_page(board: Board) -> str:
 
 
 # --- geometry --------------------------------------------------------------------------------------
-GEOMETRY = [("sharpness", "sharpness (λ_max)"), ("entropy_gap", "entropy gap")]
-
-
 def geometry_page(board: Board) -> str:
     if board.empty:
         return page("Geometry", no_results(), meta_line(board), "geometry.html")
     t = board.trials.copy()
     t["gen_gap"] = pd.to_numeric(t["final_test_loss"], errors="coerce") - pd.to_numeric(
         t["final_train_loss"], errors="coerce")
-    for col, _ in GEOMETRY:  # a results dir written without the metric has no such column
-        t[col] = pd.to_numeric(t[col], errors="coerce") if col in t else float("nan")
+    geometry = [(c.name, c.description or c.name) for c in board.columns]  # what the metric plugins declared
+    for col, _ in geometry:
+        t[col] = pd.to_numeric(t[col], errors="coerce")
     body = ['<p class="lead">Does flatness predict generalisation here? Per task, one point per trial: the '
             "geometry metric at the end of training against the generalisation gap (final test loss − final train "
             "loss), on a log axis where the values are positive. Tasks are never pooled: their scales differ. The "
@@ -524,7 +530,7 @@ def geometry_page(board: Board) -> str:
         order = sorted(rows["optimizer"].astype(str).unique())
         color = plots.figure_colors(order, board.color)
         figs = []
-        for col, label in GEOMETRY:
+        for col, label in geometry:
             have = rows[rows[col].notna() & rows["gen_gap"].notna()]
             if have.empty:
                 continue
@@ -550,10 +556,10 @@ def geometry_page(board: Board) -> str:
                  f"{r['task']}/{r['preset']}"),
             Cell(f'<a href="{optimizer_href(r["optimizer"])}">{esc(r["optimizer"])}</a>{status}', str(r["optimizer"])),
             Cell(esc(r["seed"]), num(r["seed"])),
-            *[Cell(esc(fmt(r[c])), num(r[c])) for c in ("gen_gap", "sharpness", "entropy_gap")],
+            *[Cell(esc(fmt(r[c])), num(r[c])) for c in ("gen_gap", *(name for name, _ in geometry))],
         ])
         classes.append("synthetic" if bool(r["synthetic"]) else "")
     body.append(table([("task", ""), ("optimizer", ""), ("seed", ""), ("gen. gap", "final test − final train loss"),
-                       ("sharpness", ""), ("entropy gap", "")], rows, "geometry-points", classes))
+                       *((c.header, c.description) for c in board.columns)], rows, "geometry-points", classes))
     return page("Geometry", "\n".join(body), meta_line(board), "geometry.html", plots=any_plot)
 
