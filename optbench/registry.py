@@ -203,6 +203,11 @@ def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), entry_points
 _CACHED: Registry | None = None
 
 
+def loaded() -> Registry | None:
+    """The process-wide registry if it has been loaded (or set), without loading it."""
+    return _CACHED
+
+
 def get_registry() -> Registry:
     """The process-wide registry of installed plugins, loaded once."""
     global _CACHED

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 from click.testing import CliRunner
 
 from optbench.registry import load_registry
+
+# `optbench list` caches its listing; tests keep theirs out of the user's cache directory
+os.environ["OPTBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="optbench-test-cache-")
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+from typing import Any
 
 import click
 from rich.table import Table
 
-from optbench.cli.context import cli_context
+from optbench.cli.context import CliContext, cli_context
 
 KIND_OF = {"optimizers": "optimizer", "tasks": "task", "metrics": "metric"}
 
@@ -16,34 +18,42 @@ KIND_OF = {"optimizers": "optimizer", "tasks": "task", "metrics": "metric"}
 @click.argument("kind", type=click.Choice(sorted(KIND_OF)), default="optimizers")
 @click.argument("pattern", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def list_cmd(kind: str, pattern: str | None, as_json: bool) -> None:
+@click.option("--refresh", is_flag=True, help="Load every plugin again instead of using the cached listing.")
+def list_cmd(kind: str, pattern: str | None, as_json: bool, refresh: bool) -> None:
     """List registered optimizers, tasks or metrics (PATTERN filters with wildcards, e.g. 'lion*')."""
     cli = cli_context()
-    registry = cli.registry
     k = KIND_OF[kind]
-    entries = [registry.get(k, n) for n in registry.names(k, pattern)]
+    items = [i for i in _catalog(cli, refresh)[k] if pattern is None or fnmatch.fnmatch(i["name"], pattern)]
     if as_json:
-        out = []
-        for r in entries:
-            item = {"name": r.name, "plugin": r.plugin, "distribution": r.distribution, "version": r.version,
-                    "summary": r.spec.summary}
-            if k == "optimizer":
-                item.update(defaults=dict(r.spec.defaults), needs=str(r.spec.needs.value), paper=r.spec.paper)
-            elif k == "task":
-                item.update(presets=list(r.spec.presets), suites=list(r.spec.suites))
-            else:
-                item.update(when=str(r.spec.when.value), default=r.spec.default)
-            out.append(item)
-        click.echo(json.dumps(out, indent=2, default=str))
+        click.echo(json.dumps(items, indent=2, default=str))
         return
-    table = Table(title=f"{len(entries)} {kind}", title_justify="left")
+    table = Table(title=f"{len(items)} {kind}", title_justify="left")
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("plugin", style="dim")
     if k == "task":
         table.add_column("presets")
         table.add_column("suites")
     table.add_column("summary")
-    for r in entries:
-        extra = [", ".join(r.spec.presets), ", ".join(r.spec.suites)] if k == "task" else []
-        table.add_row(r.name, r.distribution, *extra, r.spec.summary)
+    for i in items:
+        extra = [", ".join(i["presets"]), ", ".join(i["suites"])] if k == "task" else []
+        table.add_row(i["name"], i["distribution"], *extra, i["summary"])
     cli.console.print(table)
+
+
+def _catalog(cli: CliContext, refresh: bool) -> dict[str, Any]:
+    """The plugins' listing: from the on-disk cache when the installed plugins are unchanged and none is loaded
+    in this process yet, else from the registry (and then cached)."""
+    import optbench.registry
+    from optbench import catalog
+
+    if optbench.registry.loaded() is not None:  # already loaded here (or set by a caller): use it as is
+        return catalog.describe(cli.registry)
+    key = catalog.installed_key()
+    cached = None if refresh else catalog.read_cached(key)
+    if cached is not None:
+        for problem in cached["problems"]:
+            cli.warn(problem)
+        return cached
+    fresh = catalog.describe(cli.registry)
+    catalog.write_cached(key, fresh)
+    return fresh
