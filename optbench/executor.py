@@ -173,8 +173,9 @@ def run_local(
                     elif event.kind == "user_error":
                         raise OptbenchError(event.payload["message"], event.payload["hint"])
                     elif event.kind == "died":
-                        status, error = _record_death(w, event.payload["exitcode"], store, registry, settings)
-                        account(w, status, error)
+                        if w.trial is not None:  # else it died after reporting its trial: nothing was lost
+                            status, error = _record_death(w, event.payload["exitcode"], store, registry, settings)
+                            account(w, status, error)
                         pool.replace(w)
                 for w in _overdue(pool, settings, options):
                     pool.replace(w)

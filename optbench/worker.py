@@ -232,12 +232,18 @@ class WorkerPool:
     def busy(self) -> list[Worker]:
         return [w for w in self.workers if w.trial is not None]
 
-    def submit(self, worker: Worker, trial: Trial, settings: RunSettings, root: str, alone: bool = False) -> None:
+    def submit(self, worker: Worker, trial: Trial, settings: RunSettings, root: str, alone: bool = False) -> Worker:
+        """Hand `trial` to the idle `worker` (or to its replacement, if it died while idle); returns which."""
         parallel = 1 if alone else self.size
-        worker.conn.send((trial, settings, root, parallel))
+        try:
+            worker.conn.send((trial, settings, root, parallel))
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            worker = self.replace(worker)
+            worker.conn.send((trial, settings, root, parallel))
         worker.trial, worker.started, worker.step, worker.budget, worker.alone = (
             trial, time.monotonic(), 0, None, alone)
         worker.extra = {"parallel": parallel, "threads": self.threads}
+        return worker
 
     def wait(self, timeout: float) -> list[Event]:
         """Events from busy workers, waiting at most `timeout` seconds for the first one."""
@@ -257,17 +263,14 @@ class WorkerPool:
             elif w not in dead:
                 dead.append(w)
         for w in dead:
-            if w.trial is None:  # it finished its trial (drained above) and then exited
-                continue
             events.extend(self._drain(w))  # a last message may have arrived just before it died
-            if w.trial is not None:
-                w.process.join(5)
-                events.append(Event("died", w, {"exitcode": w.process.exitcode}))
+            w.process.join(5)
+            events.append(Event("died", w, {"exitcode": w.process.exitcode}))
         return events
 
     def _drain(self, w: Worker) -> list[Event]:
         events = []
-        while w.trial is not None:
+        while True:
             try:
                 if not w.conn.poll():
                     break

@@ -10,7 +10,7 @@ In-process tests pass the module to `load_registry(extra_plugins=...)` instead.
 - optimizers: `slow-sgd` (SGD that sleeps `delay` s per step), `hang-step` (sleeps an hour in step),
   `raise-build`, `raise-step`, `nan-step` (writes NaN into the parameters); crashes at step `at`:
   `exit-step` (os._exit(3)), `segv-step` (a real segfault), `sigkill-step` (SIGKILL, what the OOM killer
-  sends); `deaf-hang` (blocks SIGALRM, then sleeps: a step stuck where the trial deadline cannot reach);
+  sends); `deaf-hang` (blocks SIGALRM when built, then sleeps in step: stuck where the trial deadline cannot reach);
   `pause-sgd`: SGD that, at step 15 of the trial whose seed is written in the file named by $FAULTKIT_PAUSE,
   writes `<that file>.<pid>` and waits while the file exists: with one worker, seeds run in order, so a test
   pauses the grid mid-trial exactly after the k-th trial file appeared, and signals it at a known point;
@@ -122,8 +122,14 @@ class CrashStep(torch.optim.SGD):
 
 
 class DeafHang(torch.optim.SGD):
+    """Blocks SIGALRM when built (so the trial deadline cannot interrupt it, like native code that never
+    returns to Python; at build time, before any deadline could have passed), then hangs in step."""
+
+    def __init__(self, params: Any, lr: float = 0.1) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        super().__init__(params, lr=lr)
+
     def step(self, closure: Any = None) -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # like native code that never returns
         time.sleep(3600)
 
 
