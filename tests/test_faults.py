@@ -393,3 +393,19 @@ def test_a_worker_that_died_while_idle_is_replaced_when_it_gets_a_trial(fault_re
         assert next(e for e in events if e.kind == "done").payload["status"] == "ok"
     finally:
         pool.close()
+
+
+@pytest.mark.slow
+def test_spawned_workers_rebuild_the_registry_from_its_recipe(fault_registry, tmp_path):
+    """Where fork cannot be used (CUDA already initialised in the driver), workers are spawned: in-process
+    plugin modules travel by name, and a crash is still one `crashed` trial."""
+    _, rows = _run(fault_registry, ["exit-step", "slow-sgd"], tmp_path, start_method="spawn")
+    assert rows.loc["exit-step", "status"] == "crashed" and rows.loc["slow-sgd", "status"] == "ok"
+    assert "exit code 3" in rows.loc["exit-step", "error"]
+
+    class Local:  # not importable by a spawned process: refused in one sentence before anything runs
+        pass
+
+    registry = load_registry([("faultkit", faultkit), ("local-object", Local())], entry_points=False)
+    with pytest.raises(OptbenchError, match="plugin 'local-object' was registered in-process and cannot be sent"):
+        _run(registry, ["slow-sgd"], tmp_path / "other", start_method="spawn")
