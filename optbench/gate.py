@@ -8,8 +8,8 @@ Why these rules:
 - Quality is judged against the seed noise: a candidate is worse only when its mean final metric is
   worse than the baseline's by more than max(k x the seed spread, a relative tolerance), so re-running
   the same optimizer with other seeds passes while a real loss of quality fails.
-- Speed is judged on the step-time ratio to `adamw` measured in the same run, never on milliseconds,
-  so a slower CI machine (everything slower alike) passes while a slower optimizer fails.
+- Speed is judged on the step-time ratio to the speed reference (optbench.settings) measured in the same
+  run, never on milliseconds, so a slower CI machine (everything slower alike) passes while a slower optimizer fails.
 - Failed trials and trials that diverge where the baseline did not are regressions; seeds or cells
   missing from the candidate are reported as warnings (a PR may run a subset of the leaderboard).
 - A candidate cell the baseline lacks (a new optimizer or configuration) is listed as "new" with its numbers:
@@ -26,20 +26,19 @@ from typing import Any
 import pandas as pd
 
 from optbench.errors import OptbenchError
+from optbench.settings import speed_reference
 from optbench.store import Store
 from optbench.summary import GROUP, cell_key, summarize
 
 PASS, WARNING, REGRESSION, SKIPPED, NEW = "pass", "warning", "regression", "skipped", "new"
 _RANK = {PASS: 0, SKIPPED: 0, NEW: 0, WARNING: 1, REGRESSION: 2}
-#: the step-time ratio's denominator (summary.add_step_time_ratio's default)
-SPEED_BASELINE = "adamw"
 
 
 @dataclass(frozen=True)
 class Tolerances:
     quality_k: float = 2.0  # how many of the baseline's seed standard deviations a quality drop may be
     quality_tol: float = 0.02  # ... or this fraction of the baseline's value, whichever is larger
-    speed_tol: float = 0.25  # how much the step-time ratio to adamw may grow (0.25 = 25 %)
+    speed_tol: float = 0.25  # how much the step-time ratio to the speed reference may grow (0.25 = 25 %)
 
     def __post_init__(self) -> None:
         for name in ("quality_k", "quality_tol", "speed_tol"):
@@ -74,7 +73,7 @@ class CellVerdict:
     candidate_std: float | None = None
     worse_by: float | None = None  # positive = the candidate is worse
     allowed: float | None = None  # max(k * spread, tol * |baseline|)
-    baseline_ratio: float | None = None  # step-time ratio to adamw
+    baseline_ratio: float | None = None  # step-time ratio to the speed reference
     candidate_ratio: float | None = None
     ratio_growth: float | None = None  # candidate / baseline - 1
     checks: list[Check] = field(default_factory=list)
@@ -216,13 +215,13 @@ def _speed_check(cell: CellVerdict, base: pd.Series, cand: pd.Series, tol: Toler
     cell.baseline_ratio, cell.candidate_ratio = b, c
     if b is None or c is None:
         side = "baseline" if b is None else "candidate"
-        return Check("speed", SKIPPED, f"no ok {SPEED_BASELINE} trial in the same run of the {side} to compare with")
+        return Check("speed", SKIPPED, f"no ok {speed_reference()} trial in the same run of the {side} to compare with")
     growth = c / b - 1 if b > 0 else math.inf
     cell.ratio_growth = growth
     if growth > tol.speed_tol:
-        return Check("speed", REGRESSION, f"step time ×{SPEED_BASELINE} grew {growth:+.0%} ({b:.2f} → {c:.2f}; "
+        return Check("speed", REGRESSION, f"step time ×{speed_reference()} grew {growth:+.0%} ({b:.2f} → {c:.2f}; "
                      f"allowed +{tol.speed_tol:.0%})")
-    return Check("speed", PASS, f"step time ×{SPEED_BASELINE} {b:.2f} → {c:.2f} ({growth:+.0%})")
+    return Check("speed", PASS, f"step time ×{speed_reference()} {b:.2f} → {c:.2f} ({growth:+.0%})")
 
 
 def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, tol: Tolerances | None = None,
@@ -341,9 +340,9 @@ def to_markdown(report: GateReport) -> str:
         f"{head}: {len(report.cells)} cell(s) compared, baseline `{_md_escape(report.baseline)}`, "
         f"candidate `{_md_escape(report.candidate)}`.", "",
         f"Quality may drop by max({tol.quality_k:g} × baseline seed std, {tol.quality_tol:.0%} of the baseline); "
-        f"the step-time ratio to `{SPEED_BASELINE}` (same run) may grow by {tol.speed_tol:.0%}.", "",
+        f"the step-time ratio to `{speed_reference()}` (same run) may grow by {tol.speed_tol:.0%}.", "",
         "| task | optimizer | seeds ok (base → cand) | metric | baseline | candidate | worse by (allowed) "
-        f"| step time ×{SPEED_BASELINE} | verdict | notes |",
+        f"| step time ×{speed_reference()} | verdict | notes |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report.cells:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from optbench.config import CONSTANT, config_id, config_label
 from optbench.schema import CORE_COLUMNS
+from optbench.settings import speed_reference
 from optbench.specs import ColumnSpec
 
 #: what a cell is; every consumer groups by exactly this
@@ -97,8 +98,8 @@ def summarize(trials: pd.DataFrame, include_search: bool = False,
               defaults: Mapping[str, Mapping[str, Any]] | None = None,
               columns: Sequence[ColumnSpec] = ()) -> pd.DataFrame:
     """One row per cell (GROUP): seed counts by status, mean/std over ok seeds of every MEAN_COLUMN and every
-    metric column (`columns` declared, plus undeclared numeric extras: metric_columns), how many
-    seeds reached the target, the step-time ratio to adamw in the same run, and the tuning facts (study, the
+    metric column (`columns` declared, plus undeclared numeric extras: metric_columns), how many seeds
+    reached the target, the step-time ratio to the speed reference in the same run, and the tuning facts (study, the
     configuration's rank, whether it was selected, `tuned` when these are a study's fresh-seed re-runs).
 
     A tuning study's search trials are left out unless `include_search`: their one seed chose the configuration,
@@ -148,10 +149,11 @@ def _first(grp: pd.DataFrame, col: str) -> Any:
     return grp[col].dropna().iloc[0]
 
 
-def add_step_time_ratio(trials: pd.DataFrame, table: pd.DataFrame, baseline: str = "adamw") -> pd.DataFrame:
+def add_step_time_ratio(trials: pd.DataFrame, table: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     """Step time divided by the baseline's step time from the same run_id and task/preset, per seed, then
     averaged: the only speed figure that is comparable across machines. Several baseline configurations in one
     run (a grid) give their median step time: its cost per step does not depend on the hyperparameters."""
+    baseline = baseline or speed_reference()  # optbench.settings: a setting, not a name the engine knows
     ok = trials[trials["status"] == "ok"]
     keys = ["run_id", "task", "preset", "seed"]
     base = ok[ok["optimizer"] == baseline].groupby(keys)[["optimizer_step_ms", "step_time_ms"]].median().reset_index()

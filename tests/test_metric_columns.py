@@ -84,3 +84,16 @@ def test_a_misspelt_row_key_fails_at_once():
         row["final_tset_loss"] = 0.5
     with pytest.raises(KeyError):
         row.update(wieght_norm=1.0)
+
+
+def test_speed_reference_is_a_setting(results, cli, monkeypatch):
+    """Ratios divide by $OPTBENCH_SPEED_REF's step time; the engine names no optimizer."""
+    def ratios() -> dict[str, float]:
+        records = json.loads(cli("results", "--results", str(results), "--json").stdout)
+        return {r["optimizer"]: r["step_time_ratio"] for r in records}
+
+    assert ratios()["adamw"] == pytest.approx(1.0)
+    monkeypatch.setenv("OPTBENCH_SPEED_REF", "sgd")
+    by_sgd = ratios()
+    assert by_sgd["sgd"] == pytest.approx(1.0) and by_sgd["adamw"] != pytest.approx(1.0)
+    assert "÷ sgd's in the same run" in " ".join(cli("results", "--results", str(results)).output.split())

@@ -23,17 +23,19 @@ def render_table(report: GateReport) -> Table:
     from rich.markup import escape
 
     from optbench.gate import NEW, PASS, REGRESSION, SKIPPED, WARNING, fmt_ratio, fmt_value, notes
+    from optbench.settings import speed_reference
 
+    ref = speed_reference()
     style = {PASS: "green", WARNING: "yellow", REGRESSION: "bold red", SKIPPED: "dim", NEW: "cyan"}
     tol = report.tolerances
     table = Table(
         title=f"optbench gate: {report.candidate} vs baseline {report.baseline}",
         caption=f"quality: worse by more than max({tol.quality_k:g} × baseline seed std, {tol.quality_tol:.0%}) fails; "
-                f"speed: step-time ratio to adamw (same run) growing more than {tol.speed_tol:.0%} fails",
+                f"speed: step-time ratio to {ref} (same run) growing more than {tol.speed_tol:.0%} fails",
         title_justify="left",
     )
     for col in ("task", "configuration", "seeds ok", "metric", "baseline", "candidate", "worse by (allowed)",
-                "×adamw", "verdict", "notes"):
+                f"×{ref}", "verdict", "notes"):
         table.add_column(col, no_wrap=col in ("task", "configuration", "verdict"),
                          justify="right" if col in ("baseline", "candidate", "worse by (allowed)") else "left")
     for c in report.cells:
@@ -56,7 +58,7 @@ def render_table(report: GateReport) -> Table:
 @click.option("--quality-tol", default=0.02, show_default=True, type=float,
               help="... or within this fraction of the baseline's value, whichever is larger.")
 @click.option("--speed-tol", default=0.25, show_default=True, type=float,
-              help="Allowed growth of the step-time ratio to adamw (0.25 = 25 %).")
+              help="Allowed growth of the step-time ratio to the speed reference ($OPTBENCH_SPEED_REF; 0.25 = 25 %).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON instead of a table.")
 @click.option("--markdown", "markdown", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write a Markdown summary here (appended, e.g. $GITHUB_STEP_SUMMARY).")

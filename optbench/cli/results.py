@@ -35,11 +35,13 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
     """Print the summary of the rows `select` keeps from STORE (a table, or JSON records)."""
     from rich.markup import escape
 
+    from optbench.settings import speed_reference
     from optbench.summary import fmt_mean_std, metric_columns, summarize
 
     res = store.read()
     for problem in res.problems:
         cli.err_console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False, soft_wrap=True)
+    ref = speed_reference()
     trials = select(res.trials)
     metric_cols = metric_columns(trials, res.columns)  # what the metric plugins declared in the files
     summary = summarize(trials, columns=metric_cols)
@@ -54,7 +56,7 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
     title = f"optbench results, preset {', '.join(presets)} (mean ± std over ok seeds)"
     columns: dict[str, list[str]] = {"task": [], "configuration": [], "ok": [], "val loss": [], "val acc": [],
                                      "loss": [], "acc": [],
-                                     "steps→tgt": [], "s→tgt": [], "step ms": [], "×adamw": []}
+                                     "steps→tgt": [], "s→tgt": [], "step ms": [], f"×{ref}": []}
     headers = {}
     for c in metric_cols:  # two plugins may pick one short header: the later one shows its full name
         headers[c.name] = c.header if c.header not in columns else c.name
@@ -85,7 +87,7 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False) -> None
         table.add_row(*(columns[c][i] for c in shown))
     table.caption = ("configuration: optimizer\\[changed hyperparameters], a bare name is its defaults · "
                      "val: validation · loss, acc: final test loss and accuracy · steps→tgt, s→tgt: training "
-                     "steps and seconds to the task's target · ×adamw: step time ÷ adamw's in the same run · "
+                     f"steps and seconds to the task's target · ×{ref}: step time ÷ {ref}'s in the same run · "
                      + "".join(f"{escape(headers[c.name])}: {escape(c.description or c.name)} · "
                                for c in metric_cols if headers[c.name] in shown)
                      + "† synthetic data")

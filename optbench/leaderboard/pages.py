@@ -16,6 +16,7 @@ import pandas as pd
 from optbench.leaderboard import plots
 from optbench.leaderboard.html import Cell, badge, esc, fmt, num, page, plot_div, slug, table
 from optbench.leaderboard.model import TUNED, Board, problem_key
+from optbench.settings import speed_reference
 from optbench.specs import ColumnSpec
 from optbench.summary import fmt_mean_std
 
@@ -49,7 +50,7 @@ def meta_line(board: Board) -> str:
 def no_results(what: str = "") -> str:
     extra = f" {esc(what)}" if what else ""
     return (f'<div class="empty" id="no-results"><strong>No results</strong>{extra}.<br>Run '
-            "<code>optbench run -o adamw --results DIR</code> and rebuild with "
+            f"<code>optbench run -o {esc(speed_reference())} --results DIR</code> and rebuild with "
             "<code>optbench leaderboard build --results DIR --out SITE</code>.</div>")
 
 
@@ -86,26 +87,29 @@ def target_cell(r: pd.Series, col: str, digits: int) -> Cell:
 def ratio_cell(r: pd.Series) -> Cell:
     v = num(r.get("step_time_ratio"))
     if v is None:
-        return Cell('<span title="no AdamW trial from the same run on this task">—</span>', None)
+        return Cell(f'<span title="no {esc(speed_reference())} trial from the same run on this task">—</span>', None)
     return Cell(f"{v:.2f}×", v)
 
 
-RESULT_HEADERS = [
-    ("seeds ok", "seeds with status ok / seeds run; badges count diverged, failed and timed-out seeds"),
-    ("test accuracy", "final test accuracy, mean ± std over ok seeds"),
-    ("test loss", "final test loss, mean ± std over ok seeds"),
-    ("time to target (s)", "training seconds to reach the task's target, mean ± std over seeds that reached it"),
-    ("steps to target", "steps to reach the target, mean ± std over seeds that reached it"),
-    ("step time ×AdamW", "median step time divided by AdamW's in the same run (1.00× = as fast as AdamW)"),
-    ("state MB", "optimizer state memory in MiB, mean over ok seeds"),
-]
+def _core_headers() -> list[tuple[str, str]]:
+    ref = esc(speed_reference())  # a setting (optbench.settings), not a name written here
+    return [
+        ("seeds ok", "seeds with status ok / seeds run; badges count diverged, failed and timed-out seeds"),
+        ("test accuracy", "final test accuracy, mean ± std over ok seeds"),
+        ("test loss", "final test loss, mean ± std over ok seeds"),
+        ("time to target (s)", "training seconds to reach the task's target, mean ± std over seeds that reached it"),
+        ("steps to target", "steps to reach the target, mean ± std over seeds that reached it"),
+        (f"step time ×{ref}", f"median step time divided by {ref}'s in the same run (1.00× = as fast as {ref})"),
+        ("state MB", "optimizer state memory in MiB, mean over ok seeds"),
+    ]
 
 
 def result_headers(columns: Sequence[ColumnSpec]) -> list[tuple[str, str]]:
-    """RESULT_HEADERS, then one per metric column the results declare (the metric plugin's own words)."""
+    """The core result headers, then one per metric column the results declare (the metric plugin's own words)."""
     metric = [(c.header, f"{c.description or c.name}{f' ({c.unit})' if c.unit else ''} at the end, mean ± std")
               for c in columns]
-    return [*RESULT_HEADERS[:-1], *metric, RESULT_HEADERS[-1]]
+    core = _core_headers()
+    return [*core[:-1], *metric, core[-1]]
 
 
 def result_cells(r: pd.Series, columns: Sequence[ColumnSpec] = ()) -> list[Cell]:
@@ -262,7 +266,8 @@ def ranking_table(board: Board) -> str:
                ("fastest on", "tasks where it reached the target first"),
                ("reached target", "tasks where every seed reached the target"),
                ("mean rank", "mean per-task rank (time-to-target, then final quality)"),
-               ("step time ×AdamW", "median over tasks of the step-time ratio to AdamW"),
+               (f"step time ×{esc(speed_reference())}",
+                f"median over tasks of the step-time ratio to {esc(speed_reference())}"),
                ("trials ok", "trials with status ok / trials run")]
     return table(headers, rows, "ranking", classes)
 
