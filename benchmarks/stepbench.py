@@ -19,12 +19,12 @@ import torch
 
 from optbench import Needs
 from optbench.registry import Registry, get_registry
+from optbench.selection import FIRST_PARTY, Selection
 
 TOTAL_PARAMS = 10_000_000
 #: 40 matrices of 500x498 and 10 vectors of 4,000: exactly 10M parameters in 50 tensors
 SHAPES: list[tuple[int, ...]] = [(500, 498)] * 40 + [(4000,)] * 10
 #: plugins that wrap another package's optimizers wholesale: not first-party code, left out unless asked for
-BRIDGE_PLUGINS = ("*-bridge",)
 ENV_SELECT = "OPTBENCH_BENCH_OPTIMIZERS"  # e.g. "lion*,adamw": only these (glob patterns, comma-separated)
 
 
@@ -108,13 +108,10 @@ def registry_candidates(registry: Registry | None = None, include_bridges: bool 
     registry = registry or get_registry()
     patterns = os.environ.get(ENV_SELECT)
     found, skipped = [], []
-    for name in registry.names("optimizer"):
+    selection = FIRST_PARTY if not include_bridges else Selection(distribution=FIRST_PARTY.distribution)
+    for name in registry.select("optimizer", selection):
         reg = registry.optimizer(name)
         if not _selected(name, patterns):
-            continue
-        if reg.distribution != "optbench":
-            continue
-        if not include_bridges and any(fnmatch.fnmatch(reg.plugin, pat) for pat in BRIDGE_PLUGINS):
             continue
         spec = reg.spec
         if spec.needs != Needs.GRADIENT:

@@ -17,6 +17,7 @@ import pluggy
 
 from optbench import hookspecs
 from optbench.errors import OptbenchError, UnknownNameError
+from optbench.selection import Selection
 from optbench.specs import MetricSpec, OptimizerSpec, TaskSpec, check_name
 
 KINDS = {
@@ -86,6 +87,12 @@ class Registry:
     def names(self, kind: str, pattern: str | None = None) -> list[str]:
         names = sorted(self.entries[kind])
         return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+    def select(self, kind: str, selection: Selection) -> list[str]:
+        """The registered names of `kind` that `selection` keeps, sorted."""
+        return [n for n in self.names(kind)
+                if selection.keeps(n, self.entries[kind][n].plugin, self.entries[kind][n].distribution,
+                                   getattr(self.entries[kind][n].spec, "suites", ()))]
 
     def suite(self, suite: str) -> list[str]:
         names = [n for n, r in self.entries["task"].items() if suite in r.spec.suites]

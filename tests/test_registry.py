@@ -208,3 +208,17 @@ def test_observer_failure_is_printed_after_the_run_and_the_row_is_kept(cli, monk
     assert "plugin 'watcher' (from local) failed: optbench_trial_finished raised RuntimeError" in said
     assert out.output.rindex("observer broke") > out.output.index("ran 1 trial")  # after the run's report
     assert len(list((tmp_path / "trials").glob("*.parquet"))) == 1
+
+
+def test_selection_rules_are_shared_by_the_registry_and_list(cli, monkeypatch) -> None:
+    import optbench.registry
+    from optbench.selection import Selection
+
+    registry = load_registry([("lib-bridge", _plugin("re-sgd", "re-adam")), ("mine", _plugin("my-sgd", "my-adam"))],
+                             entry_points=False)
+    assert registry.select("optimizer", Selection(exclude=("*-bridge",))) == ["my-adam", "my-sgd"]
+    assert registry.select("optimizer", Selection(patterns=("*sgd",), exclude=("my-*",))) == ["re-sgd"]
+    assert registry.select("optimizer", Selection(distribution="elsewhere")) == []
+    monkeypatch.setattr(optbench.registry, "_CACHED", registry)
+    out = cli("list", "optimizers", "--distribution", "local", "--exclude", "*-bridge", "--exclude", "*adam", "--names")
+    assert out.exit_code == 0 and out.stdout.split() == ["my-sgd"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from typing import Any
 
@@ -19,11 +18,26 @@ KIND_OF = {"optimizers": "optimizer", "tasks": "task", "metrics": "metric"}
 @click.argument("pattern", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--refresh", is_flag=True, help="Load every plugin again instead of using the cached listing.")
-def list_cmd(kind: str, pattern: str | None, as_json: bool, refresh: bool) -> None:
+@click.option("--first-party", is_flag=True, help="Only optbench's own plugins, without the '*-bridge' re-exports.")
+@click.option("--distribution", default=None, help="Only names from this installed distribution.")
+@click.option("--exclude", multiple=True, help="Leave out names or plugins matching this glob (repeatable).")
+@click.option("--suite", default=None, help="Only tasks of this suite.")
+@click.option("--names", "names_only", is_flag=True, help="Print the names only, one per line (for scripts).")
+def list_cmd(kind: str, pattern: str | None, as_json: bool, refresh: bool, first_party: bool,
+             distribution: str | None, exclude: tuple[str, ...], suite: str | None, names_only: bool) -> None:
     """List registered optimizers, tasks or metrics (PATTERN filters with wildcards, e.g. 'lion*')."""
+    from optbench.selection import FIRST_PARTY, Selection
+
     cli = cli_context()
     k = KIND_OF[kind]
-    items = [i for i in _catalog(cli, refresh)[k] if pattern is None or fnmatch.fnmatch(i["name"], pattern)]
+    base = FIRST_PARTY if first_party else Selection()
+    chosen = Selection((pattern,) if pattern else (), distribution or base.distribution, (*base.exclude, *exclude),
+                       suite)
+    items = [i for i in _catalog(cli, refresh)[k]
+             if chosen.keeps(i["name"], i["plugin"], i["distribution"], i.get("suites", ()))]
+    if names_only:
+        click.echo("\n".join(i["name"] for i in items))
+        return
     if as_json:
         click.echo(json.dumps(items, indent=2, default=str))
         return
