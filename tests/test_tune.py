@@ -23,6 +23,7 @@ from optbench.executor import write_result
 from optbench.runner import RunSettings, run_trial
 from optbench.store import Store
 from optbench.summary import summarize
+from optbench.trial import Trial
 from optbench.tuning import FINAL_SEED_BASE, JOURNAL, Objective, StudyPlan, Tuner
 
 TESTS = Path(__file__).parent
@@ -62,11 +63,18 @@ def make_tuner(root: Path, registry) -> Tuner:
     return Tuner(store, registry, execute, root)
 
 
-def test_selection_reads_validation_never_test(tmp_path):
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """One random-sampler study of plain-sgd on the tiny task (6 configurations, 2 fresh seeds), shared."""
+    root = tmp_path_factory.mktemp("tuned")
     registry = tiny_registry(("opts", TuneOptimizers()))
     plan = StudyPlan("tiny-regression", "smoke", "plain-sgd", budget=6, sampler="random")
-    res = make_tuner(tmp_path, registry).run(plan, VAL, seeds=2)
-    trials = Store(tmp_path).read().trials
+    return root, plan, make_tuner(root, registry).run(plan, VAL, seeds=2), registry
+
+
+def test_selection_reads_validation_never_test(tuned):
+    root, plan, res, _ = tuned
+    trials = Store(root).read().trials
     search = trials[trials["study_role"] == "search"].set_index("config_id")
     assert len(search) == 6 and (search["status"] == "ok").all()
     lrs = {cid: json.loads(h)["lr"] for cid, h in search["hparams"].items()}
@@ -87,6 +95,29 @@ def test_selection_reads_validation_never_test(tmp_path):
     assert set(final["config_id"]) == {by_val} and final["selected"].all()
     cells = summarize(trials)
     assert len(cells) == 1 and int(cells.iloc[0]["seeds"]) == 2 and bool(cells.iloc[0]["tuned"])
+
+
+def test_leaderboard_shows_the_tuned_choice_and_the_untuned_defaults_apart(tuned, tmp_path):
+    from optbench.leaderboard.model import TUNED, load_board
+    from optbench.leaderboard.site import render
+
+    import shutil
+
+    src, plan, res, registry = tuned
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)  # the shared study stays as it was for the other tests
+    make_tuner(root, registry).execute([Trial("tiny-regression", "smoke", "plain-sgd", {"lr": 0.01}, 0)])  # defaults
+    board = load_board(root, registry)
+    assert board.view == TUNED and list(board.summary["config"]) == [res.selected["config"]]
+    assert int(board.summary.iloc[0]["seeds"]) == 2  # the fresh seeds only, never the search seed
+    assert board.untuned is not None and list(board.untuned.summary["config"]) == ["plain-sgd"]
+    pages = render(board)
+    assert "Tuned:" in pages["index.html"] and "untuned.html" in pages["index.html"]
+    assert "Untuned:" in pages["untuned.html"] and "not the tuned leaderboard" in pages["untuned.html"]
+    opt_page = pages["optimizer-plain-sgd.html"]
+    assert plan.name in opt_page and "log-uniform" in opt_page and ">6<" in opt_page  # budget, search space
+    task_page = pages["task-tiny-regression.html"]
+    assert "lr-sensitivity" in task_page and res.selected["config"] in task_page
 
 
 def test_failing_configurations_are_failed_trials_and_the_study_goes_on(tmp_path):
