@@ -98,10 +98,10 @@ def test_selection_reads_validation_never_test(tuned):
 
 
 def test_leaderboard_shows_the_tuned_choice_and_the_untuned_defaults_apart(tuned, tmp_path):
+    import shutil
+
     from optbench.leaderboard.model import TUNED, load_board
     from optbench.leaderboard.site import render
-
-    import shutil
 
     src, plan, res, registry = tuned
     root = tmp_path / "copy"
