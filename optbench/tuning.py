@@ -299,6 +299,7 @@ class Tuner:
         import optuna
         from optuna.trial import TrialState
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console says what happens
         spec = self.registry.optimizer(plan.optimizer).spec
         distributions = parse_space(plan.optimizer, spec.search_space, spec.defaults)
         space = space_text(spec.search_space)
