@@ -36,7 +36,7 @@ import torch
 
 from optbench.closure import StepClosure
 from optbench.registry import Registered, Registry, get_registry
-from optbench.specs import NAME_PATTERN, Needs, TaskInstance
+from optbench.specs import Needs, TaskInstance
 
 SMOKE_TASK = "quadratic-well-conditioned"
 SMOKE_STEPS = 10
@@ -130,16 +130,6 @@ def _tiny(entry: Registered, seed: int = 0) -> tuple[TinyClassifier, list[torch.
 
 
 # --- the checks ----------------------------------------------------------------------------------------
-def _check_name(name: str, registry: Registry) -> CheckResult:
-    if not NAME_PATTERN.match(name):
-        return CheckResult("name", False, f"{name!r} is not kebab-case (lowercase letters, digits and '-')")
-    same = [n for n, r in registry.entries["optimizer"].items() if r.spec.name == name]
-    if same != [name]:
-        return CheckResult("name", False, f"registered {len(same)} times under keys {same}")
-    entry = registry.entries["optimizer"][name]
-    return CheckResult("name", True, f"kebab-case, registered once (plugin {entry.plugin!r}, {entry.distribution})")
-
-
 def _check_builds(entry: Registered) -> CheckResult:
     _, params, opt = _tiny(entry)
     return CheckResult("builds", True, f"{type(opt).__name__} with defaults {dict(entry.spec.defaults)}")
@@ -289,7 +279,7 @@ def check_optimizer(name: str, registry: Registry | None = None) -> list[CheckRe
         return [CheckResult("name", False, f"no optimizer {name!r} is registered ({known} are; see "
                                            "`optbench list optimizers`)")]
     entry = registry.entries["optimizer"][name]
-    results = [_check_name(name, registry)]
+    results: list[CheckResult] = []  # name and uniqueness: the registry enforces both at registration
     for check, fn, wants_registry in CHECKS:
         state = torch.random.get_rng_state()
         torch.manual_seed(0)

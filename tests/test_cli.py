@@ -115,12 +115,12 @@ def test_resume_skips_and_force_reruns(results: Path) -> None:
     # a second seed for sgd: only that trial runs
     more = invoke("run", "-o", "sgd", "-t", TASK, "--seeds", "2", "--no-metrics", "--results", str(results))
     assert more.exit_code == 0 and "ran 1 trial(s)" in more.stderr and "1 already done" in more.stderr
-    sgd0 = _trials(results).query("optimizer == 'sgd' and seed == 0")["started_at"].item()
+    sgd0 = _trials(results).query("optimizer == 'sgd' and seed == 0")["run_id"].item()
     forced = invoke("run", "-o", "sgd", "-t", TASK, "--no-metrics", "--results", str(results), "--force")
     assert forced.exit_code == 0 and "ran 1 trial(s)" in forced.stderr
     after = _trials(results)
     assert len(after) == 3
-    assert after.query("optimizer == 'sgd' and seed == 0")["started_at"].item() != sgd0
+    assert after.query("optimizer == 'sgd' and seed == 0")["run_id"].item() != sgd0  # rewritten by the new run
 
 
 def test_results_json(results: Path) -> None:
