@@ -243,7 +243,6 @@ class _TrialRun:
     def train(self) -> None:
         task, row, clock, closure = self.task, self.row, self.clock, self.closure
         assert closure is not None and self.optimizer is not None
-        stream = task.batches()
         task.train()
         first_loss: float | None = None
         recent: list[float] = []
@@ -251,7 +250,7 @@ class _TrialRun:
         timeout = self.settings.trial_timeout_s
         for step in range(1, task.budget + 1):
             self.step = step
-            closure.batch = next(stream)
+            closure.next_batch()  # the run's one batch stream; closure(fresh_batch=True) draws from it too
             self.scheduler.set_step(step)
             _sync(self.device)
             t0 = clock()

@@ -102,10 +102,9 @@ def _build(entry: Registered, params: Any, model: torch.nn.Module | None) -> tor
 
 def _drive(opt: torch.optim.Optimizer, closure: StepClosure, needs: Needs, steps: int) -> list[float]:
     """`steps` training steps exactly as the runner takes them; returns the pre-step losses."""
-    stream = closure.task.batches()
     losses = []
     for _ in range(steps):
-        closure.batch = next(stream)
+        closure.next_batch()
         losses.append(float(closure.before_step(needs).detach()))
         opt.step(closure.for_step(needs))
     return losses
