@@ -37,7 +37,8 @@ class StepClosure:
         self.params = list(params)
         self.batch: Any = None
         self.stream = stream
-        self.passes = {"forward": 0, "backward": 0, "fresh_batches": 0}
+        self.passes = {"forward": 0, "backward": 0}
+        self.fresh_batches = 0  # batches drawn inside step by closure(fresh_batch=True)
         self.record = record
         self.calls: list[dict[str, bool]] = []
 
@@ -66,7 +67,7 @@ class StepClosure:
                                "fresh_batch": fresh_batch})
         if fresh_batch:
             self.next_batch()
-            self.passes["fresh_batches"] += 1
+            self.fresh_batches += 1
         return self.evaluate(backward=backward, create_graph=create_graph, sampled_labels=sampled_labels)
 
     @property
