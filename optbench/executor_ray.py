@@ -65,6 +65,9 @@ def run_in_worker(trial: Trial, settings: RunSettings, root: str) -> dict[str, A
     watchdog = _start_watchdog(trial, registry, settings, store, finished)
     try:
         result = run_trial(trial, registry, settings)
+        import torch
+
+        result.row["torch_threads"] = torch.get_num_threads()  # Ray tasks run side by side: the count is Ray's
     except OptbenchError as exc:
         return {"trial_id": trial.trial_id, "user_error": [exc.message, exc.hint]}
     finally:
