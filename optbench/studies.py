@@ -100,7 +100,8 @@ def _val_column(higher: bool) -> str:
 
 def chosen_configuration(rows: pd.DataFrame, higher: bool) -> pd.DataFrame:
     """The rows of one optimizer's reported configuration on one task: the tuning protocol's selected one
-    (`selected` rows), else the only one, else the best mean VALIDATION metric — never the test metric."""
+    (`selected` rows, re-run on fresh seeds), else the only one, else the best mean VALIDATION metric — never the
+    test metric."""
     if rows.empty:
         return rows
     if "selected" in rows.columns and rows["selected"].fillna(False).astype(bool).any():
@@ -117,8 +118,12 @@ def chosen_configuration(rows: pd.DataFrame, higher: bool) -> pd.DataFrame:
     return rows[keys == best]
 
 
-def _real_ok(trials: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
+def _real_ok(trials: pd.DataFrame, tasks: Sequence[str], search: bool = False) -> pd.DataFrame:
+    """Ok trials on real data; a tuning study's search trials only when asked (they are configurations tried
+    on one seed, never reported numbers — but each is one more point for a correlation across configurations)."""
     ok = trials[trials["status"] == "ok"]
+    if not search and "study_role" in ok.columns:
+        ok = ok[ok["study_role"].fillna("") != "search"]
     if "synthetic" in ok.columns:
         ok = ok[~ok["synthetic"].fillna(False).astype(bool)]
     if tasks:
@@ -273,7 +278,7 @@ def abs_rho_contrast(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, seed: int | 
 
 def run_geometry(study: Study, trials: pd.DataFrame) -> GeometryResult:
     out = GeometryResult(study)
-    ok = _real_ok(trials, study.tasks)
+    ok = _real_ok(trials, study.tasks, search=True)
     measures = [m for m in study.measures if m in ok.columns]
     for task, rows in ok.groupby("task", sort=True):
         metric, _ = judged_metric(rows)

@@ -78,3 +78,12 @@ def test_bad_study_files_are_one_sentence(tmp_path):
     (tmp_path / "z.json").write_text("{not json")
     with pytest.raises(OptbenchError, match="cannot read study file"):
         load_study(tmp_path / "z.json")
+
+
+def test_pairwise_reports_fresh_seeds_never_the_search_trial():
+    search = _rows("t", "a", [99], acc=[0.99], hp={"lr": 1.0}, selected=True, study_role="search")
+    final = _rows("t", "a", range(3), acc=[0.7] * 3, hp={"lr": 1.0}, selected=True, study_role="final")
+    other = _rows("t", "b", [99, 0, 1, 2], acc=[0.1, 0.6, 0.6, 0.6], study_role="")
+    res = run_pairwise(Study(id="s", kind="pairwise", question="?", a="a", b="b"), pd.DataFrame(search + final + other))
+    (row,) = res.rows
+    assert row.n_pairs == 3 and row.mean_a == pytest.approx(0.7)  # seed 99 (the search trial) is not a pair
