@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from optbench.leaderboard import profile
+from optbench.leaderboard.uncertainty import score_intervals, tie_positions
 from optbench.store import ReadProblem, Store
 from optbench.summary import GROUP, metric_columns, summarize, with_configs
 
@@ -41,6 +42,10 @@ class Board:
     ratios: pd.DataFrame = field(default_factory=pd.DataFrame)  # problem x optimizer performance ratios
     ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
     studies: list[Any] = field(default_factory=list)  # optbench.studies.Study: questions the board answers
+    #: synthetic-data (diagnostic) tasks, ranked apart from the headline ranking of real-data tasks
+    diagnostics_ratios: pd.DataFrame = field(default_factory=pd.DataFrame)
+    diagnostics_ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
+    only_synthetic: bool = False  # no real-data task in these results: the only ranking is diagnostic
     view: str = DEFAULTS  # which configuration of each optimizer the ranking uses (see the module docstring)
     configs: pd.DataFrame = field(default_factory=pd.DataFrame)  # every configuration's cell (no search trials)
     search: pd.DataFrame = field(default_factory=pd.DataFrame)  # every cell, tuning search trials included
@@ -192,7 +197,12 @@ def overall_ranking(summary: pd.DataFrame, trials: pd.DataFrame) -> tuple[pd.Dat
             "synthetic": bool(mine["synthetic"].any()),
         })
     ranking = pd.DataFrame(rows).sort_values(["score", "mean_rank", "optimizer"], ascending=[False, True, True])
-    ranking["position"] = range(1, len(ranking) + 1)
+    ranking["position"] = tie_positions(ranking["score"])  # equal scores share a position: a tie is a tie
+    ranking["tied"] = ranking["position"].duplicated(keep=False)
+    with_problem = trials.assign(problem=[problem_key(t, p) for t, p in zip(trials["task"], trials["preset"],
+                                                                               strict=True)])
+    ci = score_intervals(with_problem, list(ratios.index), list(ratios.columns))
+    ranking = ranking.merge(ci, on="optimizer", how="left")
     return ratios, ranking.reset_index(drop=True)
 
 
@@ -227,9 +237,19 @@ def _board(trials: pd.DataFrame, curves: pd.DataFrame, configs: pd.DataFrame, se
     cells = view_cells(configs, view)
     mine = view_trials(trials, cells)
     summary = add_ranks(cells)
-    ratios, ranking = overall_ranking(summary, mine)
+    # the headline ranking uses real-data tasks only; synthetic (diagnostic) tasks are ranked apart
+    synthetic = summary["synthetic"].fillna(False).astype(bool) if not summary.empty else pd.Series(dtype=bool)
+    syn_trials = mine["synthetic"].fillna(False).astype(bool) if not mine.empty else pd.Series(dtype=bool)
+    only_synthetic = not summary.empty and bool(synthetic.all())
+    if only_synthetic:  # nothing real to rank: the diagnostics are the only ranking, and the pages say so
+        ratios, ranking = overall_ranking(summary, mine)
+        diag_ratios, diag_ranking = pd.DataFrame(), pd.DataFrame()
+    else:
+        ratios, ranking = overall_ranking(summary[~synthetic], mine[~syn_trials])
+        diag_ratios, diag_ranking = overall_ranking(summary[synthetic], mine[syn_trials])
     return Board(mine, curves, summary, problems, registry, built, ratios, ranking, view=view, configs=configs,
-                 search=search, all_trials=trials)
+                 search=search, all_trials=trials, diagnostics_ratios=diag_ratios, diagnostics_ranking=diag_ranking,
+                 only_synthetic=only_synthetic)
 
 
 def load_board(results: str | Path, registry: Any = None) -> Board:

@@ -16,6 +16,7 @@ import pandas as pd
 from optbench.leaderboard import plots
 from optbench.leaderboard.html import Cell, badge, esc, fmt, num, page, plot_div, slug, table
 from optbench.leaderboard.model import TUNED, Board, problem_key
+from optbench.leaderboard.uncertainty import separated
 from optbench.settings import speed_reference
 from optbench.specs import ColumnSpec
 from optbench.summary import fmt_mean_std
@@ -177,19 +178,26 @@ def overview_page(board: Board, title: str = "Optimizer leaderboard", href: str 
     rk, s = board.ranking, board.summary
     lo, hi = int(s["seeds"].min()), int(s["seeds"].max())
     seeds = f"{hi} seed(s) each" if lo == hi else f"{lo} to {hi} seeds each"
-    best = rk.iloc[0]
     any_syn = bool(s["synthetic"].any())
+    n_real = len(board.ratios.index) if not board.only_synthetic else 0
+    scope = (f"the {n_real} real-data task(s); the {len(board.diagnostics_ratios.index)} synthetic (diagnostic) "
+             "task(s) are ranked apart below" if not board.only_synthetic else
+             "synthetic (diagnostic) tasks only — these results hold no real-data task, so this is a diagnostic, "
+             "not a benchmark ranking")
     lead = (f'<p class="lead"><strong>{len(board.optimizers)}</strong> optimizers on <strong>{len(board.problems)}'
-            f"</strong> task(s), {seeds} ({len(board.trials)} trials). Ranked by the "
+            f"</strong> task(s), {seeds} ({len(board.trials)} trials). Ranked on {scope}, by the "
             "AlgoPerf-style score: the area under the performance profile of time-to-target for τ from 1 to 4, "
-            "divided by 3 (1 = fastest to the target on every task). Leader: "
-            f'<a href="{optimizer_href(best["optimizer"])}"><strong>{esc(best["optimizer"])}</strong></a> '
-            f"(score {best['score']:.3f}).</p>")
+            f"divided by 3 (1 = fastest to the target on every task). {leader_sentence(rk)}</p>")
     lead += view_note(board)
     if any_syn:
         lead += (f"<p class=note>Rows marked {synthetic_badge('')} used synthetic data (quadratics or "
                  "synthetic stand-ins for datasets), not real data.</p>")
     body = [lead, "<h2 id=ranking>Ranking across tasks</h2>", ranking_table(board)]
+    if not board.diagnostics_ranking.empty:
+        body += ["<h2 id=diagnostics>Diagnostics: synthetic-data tasks, ranked apart</h2>",
+                 "<p class=note>Quadratics with known spectra and synthetic stand-ins for datasets check the "
+                 "harness and the geometry metrics; they are not part of the headline ranking above.</p>",
+                 ranking_table(board, board.diagnostics_ranking, "diagnostics-ranking")]
     body.append("<h2 id=profile>Performance profile</h2>")
     body.append('<figure class="svg-plot" id="profile-figure">'
                 + plots.profile_svg(board.ratios, list(rk["optimizer"]), board.color)
@@ -235,6 +243,24 @@ def view_note(board: Board) -> str:
             "board was tuned, so it ranks defaults, not optimizers.</p>")
 
 
+def leader_sentence(rk: pd.DataFrame) -> str:
+    """Names a leader only when one reached a target and the score intervals separate it from the runner-up."""
+    if rk.empty or float(rk.iloc[0]["score"]) == 0.0:
+        return "No optimizer reached the target on every seed of any task: there is no leader."
+    best = rk.iloc[0]
+    name = f'<a href="{optimizer_href(best["optimizer"])}"><strong>{esc(best["optimizer"])}</strong></a>'
+    score = f"score {best['score']:.3f} [{best['score_lo']:.2f}, {best['score_hi']:.2f}]"
+    tied = rk[rk["position"] == best["position"]]
+    if len(tied) > 1:
+        return f"Tied first: {', '.join(esc(o) for o in tied['optimizer'])} ({score})."
+    if len(rk) > 1:
+        second = rk.iloc[1]
+        if not separated(best["score_lo"], best["score_hi"], second["score_lo"], second["score_hi"]):
+            return (f"First: {name} ({score}), but its interval overlaps {esc(second['optimizer'])}'s "
+                    f"[{second['score_lo']:.2f}, {second['score_hi']:.2f}]: the lead is not established.")
+    return f"Leader: {name} ({score})."
+
+
 def problems_box(board: Board) -> str:
     if not board.read_problems:
         return ""
@@ -243,17 +269,21 @@ def problems_box(board: Board) -> str:
             f"<ul>{items}</ul></div>")
 
 
-def ranking_table(board: Board) -> str:
+def ranking_table(board: Board, ranking: pd.DataFrame | None = None, table_id: str = "ranking") -> str:
+    ranking = board.ranking if ranking is None else ranking
     rows, classes = [], []
-    for _, r in board.ranking.iterrows():
+    for _, r in ranking.iterrows():
         opt = r["optimizer"]
         marks = synthetic_badge("") if r["synthetic"] else ""
         if r["not_ok"]:
             marks += badge(f"{int(r['not_ok'])} not ok", "failed", "trials that failed, diverged or timed out")
         rows.append([
-            Cell(str(int(r["position"])), int(r["position"])),
+            Cell(f"{int(r['position'])}{'=' if r.get('tied') else ''}", int(r["position"])),
             Cell(f'<a href="{optimizer_href(opt)}">{esc(opt)}</a>{marks}', str(opt)),
-            Cell(f"{r['score']:.3f}", float(r["score"])),
+            Cell(f"{r['score']:.3f} <span class=note>[{r['score_lo']:.2f}, {r['score_hi']:.2f}]</span>",
+                 float(r["score"])),
+            Cell(f"{int(r['rank_lo'])}–{int(r['rank_hi'])}" if r["rank_lo"] != r["rank_hi"] else str(int(r["rank_lo"])),
+                 int(r["rank_lo"])),
             Cell(f"{r['area']:.3f}", float(r["area"])),
             Cell(f"{int(r['won'])}/{int(r['problems'])}", int(r["won"])),
             Cell(f"{int(r['reached'])}/{int(r['problems'])}", int(r["reached"])),
@@ -262,14 +292,18 @@ def ranking_table(board: Board) -> str:
             Cell(f"{int(r['ok'])}/{int(r['trials'])}", r["ok"] / r["trials"] if r["trials"] else 0.0),
         ])
         classes.append("synthetic" if r["synthetic"] else "")
-    headers = [("#", "position"), ("optimizer", ""), ("score", "∫₁⁴ ρ(τ) dτ / 3"), ("∫ρ", "∫₁⁴ ρ(τ) dτ"),
+    headers = [("#", "position by score; '=' marks a tie (equal scores share a position)"), ("optimizer", ""),
+               ("score [95% CI]", "∫₁⁴ ρ(τ) dτ / 3; interval: every cell's seeds resampled, the whole profile redone"),
+               ("rank range", "95% range of the position over those resamples"), ("∫ρ", "∫₁⁴ ρ(τ) dτ"),
                ("fastest on", "tasks where it reached the target first"),
                ("reached target", "tasks where every seed reached the target"),
                ("mean rank", "mean per-task rank (time-to-target, then final quality)"),
                (f"step time ×{esc(speed_reference())}",
                 f"median over tasks of the step-time ratio to {esc(speed_reference())}"),
                ("trials ok", "trials with status ok / trials run")]
-    return table(headers, rows, "ranking", classes)
+    return table(headers, rows, table_id, classes,
+                 caption="Equal scores are a tie ('='), listed by mean per-task rank; two optimizers whose score "
+                         "intervals overlap are not separated by this evidence.")
 
 
 def wins_table(board: Board) -> str:
@@ -292,7 +326,8 @@ def wins_table(board: Board) -> str:
         top = str(grp.sort_values("rank").iloc[0]["optimizer"])
         row.append(Cell(esc(top), top))
         for opt in order:
-            r = ratios.loc[problem, opt] if opt in ratios.columns else math.inf
+            src = ratios if problem in ratios.index else board.diagnostics_ratios
+            r = src.loc[problem, opt] if problem in src.index and opt in src.columns else math.inf
             ran = bool((grp["optimizer"] == opt).any())
             if not ran:
                 row.append(Cell("—", None, "miss"))
