@@ -13,7 +13,6 @@ optimizer through the real closure protocol (`optbench.closure.StepClosure`, the
 points, a 200-dimensional quadratic for 10 steps) so the kit can run over a hundred optimizers in seconds.
 
 Checks (`CheckResult.check`):
-  name         kebab-case, registered exactly once
   builds       `spec.build(params, **defaults)` returns a torch.optim.Optimizer on a tiny model
   smoke        10 steps on `quadratic-well-conditioned` (smoke preset) without a non-finite loss or parameter
                (optimizers that declare `wants_model` run them on the tiny model: the quadratic has no model)

@@ -33,21 +33,33 @@ def new_plugin_cmd(name: str, directory: Path | None) -> None:
 @click.command("check-plugin")
 @click.argument("names", nargs=-1, required=True)
 def check_plugin_cmd(names: tuple[str, ...]) -> None:
-    """Run the conformance checks on the installed optimizer(s) NAMES; exit 1 if any check fails."""
+    """Run the conformance kit on the installed optimizer(s), task(s) or metric(s) NAMES; exit 1 if any check
+    fails."""
+    from optbench.errors import UnknownNameError
+    from optbench.kits import check_metric, check_task
     from optbench.testing import check_optimizer
 
     cli = cli_context()
     registry = cli.registry
-    for name in names:
-        registry.optimizer(name)  # an unknown name is a usage error (exit 2, with close matches)
+    kits = {"optimizer": check_optimizer, "task": check_task, "metric": check_metric}
+    plan = []
+    for name in names:  # an unknown name is a usage error (exit 2, with close matches of every kind)
+        kinds = [k for k in kits if name in registry.entries[k]]
+        if not kinds:
+            for k in kits:
+                if name in registry.conflicts[k]:
+                    registry.get(k, name)  # raises: the two plugins that claim it
+            every = [n for k in kits for n in registry.entries[k]]
+            raise UnknownNameError("optimizer, task or metric", name, every)
+        plan += [(k, name) for k in kinds]
     console = cli.console
     failures = 0
-    for name in names:
-        entry = registry.optimizer(name)
-        results = check_optimizer(name, registry)
+    for kind, name in plan:
+        entry = registry.get(kind, name)
+        results = kits[kind](name, registry)
         failed = [r for r in results if not r.passed]
         failures += len(failed)
-        table = Table(title=f"{name} ({entry.distribution} {entry.version})".strip(), title_justify="left")
+        table = Table(title=f"{kind} {name} ({entry.distribution} {entry.version})".strip(), title_justify="left")
         table.add_column("check", style="bold", no_wrap=True)
         table.add_column("result", no_wrap=True)
         table.add_column("detail")
