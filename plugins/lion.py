@@ -273,6 +273,8 @@ def _build_lion_ib(params: Iterable[Any], **hp: Any) -> LionIB:
         gain=hp["gain"],
         tau=hp["tau"],
         eps=hp["eps"],
+        impl=hp.get("impl", "auto"),  # implementation choices, not hyperparameters: accepted, not in defaults
+        fast_tanh=hp.get("fast_tanh", True),
     )
 
 
