@@ -148,29 +148,36 @@ def _print_outcomes(cli, outcomes, root: Path, seeds: int, base: int) -> None:
     trials = Store(root).read().trials
     table = Table(title=f"optbench tune: selected on validation, reported on {seeds} fresh seed(s) "
                         f"({base}..{base + seeds - 1})", title_justify="left", caption_justify="left")
-    for col in ("task", "optimizer", "selected configuration", "val (search)", "failed", "ok", "test acc",
-                "test loss"):
-        table.add_column(col, overflow="fold", justify="left" if col in ("task", "optimizer",
-                                                                         "selected configuration") else "right")
+    longest = max((len(r.selected["config"]) for r in outcomes if r.selected), default=20)
+    one_task = len({r.plan.task for r in outcomes}) == 1
+    if one_task:
+        table.title += f" · task {outcomes[0].plan.task}"
+    for col in ("task", "selected configuration", "val", "failed", "ok", "test acc", "test loss"):
+        if col == "task" and one_task:
+            continue
+        table.add_column(col, overflow="fold", no_wrap=col != "selected configuration",
+                         min_width=min(longest, 56) if col == "selected configuration" else None,
+                         justify="left" if col in ("task", "selected configuration") else "right")
     for res in outcomes:
         plan, sel = res.plan, res.selected
-        row = [escape(plan.task), escape(plan.optimizer)]
         if sel is None:
-            table.add_row(*row, "none: every configuration failed", "—", f"{res.failed}/{len(res.search)}", "—", "—",
-                          "—")
+            table.add_row(*([] if one_task else [escape(plan.task)]),
+                          escape(f"{plan.optimizer}: none, every configuration failed"), "—",
+                          f"{res.failed}/{len(res.search)}", "—", "—", "—")
             continue
         cells = summarize(trials[trials["trial_id"].isin(res.final_ids)])
         c = cells.iloc[0] if not cells.empty else None
         val = sel["value"]
-        table.add_row(*row, escape(sel["config"]), "—" if val is None or not math.isfinite(val) else f"{val:.4g}",
+        table.add_row(*([] if one_task else [escape(plan.task)]), escape(sel["config"]),
+                      "—" if val is None or not math.isfinite(val) else f"{val:.4g}",
                       f"{res.failed}/{len(res.search)}",
                       f"{int(c['ok'])}/{int(c['seeds'])}" if c is not None else "—",
                       fmt_mean_std(c["final_test_accuracy_mean"], c["final_test_accuracy_std"], 3) if c is not None
                       else "—",
                       fmt_mean_std(c["final_test_loss_mean"], c["final_test_loss_std"], 3) if c is not None else "—")
-    table.caption = ("val (search): the selected configuration's validation metric on the search seed (accuracy "
-                     "where the task has one, else loss) · failed: configurations that failed or diverged / tried · "
-                     "test acc, test loss: mean ± std over the fresh seeds")
+    table.caption = ("val: the selected configuration's validation metric (accuracy where the task has one, else "
+                     "loss) on the search seed · failed: configurations that failed or diverged / tried · ok: fresh "
+                     "seeds ok · test acc, test loss: mean ± std over the fresh seeds")
     cli.console.print(table)
     cli.err_console.print(f"studies in {root / 'studies'}; every trial in {root} (`optbench results --results "
                           f"{root}` shows the re-runs; search trials feed the leaderboard's sensitivity plots)",
