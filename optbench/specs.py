@@ -206,8 +206,10 @@ class TaskSpec:
     presets: Mapping[str, Preset] = field(
         default_factory=lambda: {"smoke": Preset("seconds on a CPU"), "full": Preset("the real benchmark", True)}
     )
-    suites: tuple[str, ...] = ("default",)
-    #: options the task gets when it runs as part of a suite, e.g. {"default": {"synthetic": True}} for a
+    #: what the task is for: "standard" (real data on a CPU, what the board ranks), "diagnostics" (quadratics,
+    #: synthetic data: shown apart, never ranked with standard), "gate" (what CI's regression gate runs)
+    suites: tuple[str, ...] = ("standard",)
+    #: options the task gets when it runs as part of a suite, e.g. {"diagnostics": {"synthetic": True}} for a
     #: dataset task whose real data cannot ship with optbench; rows are labelled by the task's `dataset`
     suite_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     summary: str = ""

@@ -160,7 +160,7 @@ def _spec(name: str, spectrum: Callable[[int, np.random.Generator], np.ndarray],
         eig = spectrum(cfg.n, np.random.default_rng(PROBLEM_SEED))
         return Quadratic(eig, cfg, seed, torch.device(device))
 
-    return TaskSpec(name=name, build=build, presets=PRESETS, summary=summary,
+    return TaskSpec(name=name, build=build, presets=PRESETS, summary=summary, suites=("diagnostics", "gate"),
                     paper="DeepOBS (Schneider et al. 2019) for quadratic-deep")
 
 

@@ -18,7 +18,7 @@ at it); the official test batch is only reported. Full trains on the first 45,00
 validates on the first 256 of the held-out 5,000 and tests on the first 256 test images.
 
 Data: the official CIFAR-10 from --data-dir (see cifar10.py), or, with `synthetic=True`, a deterministic
-synthetic CIFAR-shaped set labelled "synthetic-cifar10". The default suite runs the smoke presets on the
+synthetic CIFAR-shaped set labelled "synthetic-cifar10". The diagnostics suite runs the smoke presets on the
 synthetic set (declared in `suite_options`), because the real data cannot ship with optbench. Smoke on real
 data uses the first 2,048 training and 256 test images and is labelled "cifar10-subset".
 
@@ -162,8 +162,8 @@ def _spec(name: str, make_model: Any, summary: str, paper: str, full_description
             "smoke": Preset("scaled-down timm model, 40 steps of batch 32 on 2,048 images: seconds on a CPU"),
             "full": Preset(full_description, wants_gpu=True),
         },
-        suites=("default",),
-        suite_options={"default": {"synthetic": True}},
+        suites=("diagnostics",),
+        suite_options={"diagnostics": {"synthetic": True}},
         summary=summary,
         paper=paper,
     )

@@ -45,12 +45,11 @@ def _assert_loss_went_down(losses: list[float]) -> None:
 
 
 def test_registered_in_default_suite_with_synthetic_suite_option(registry):
-    default = registry.suite("default")
-    for name in ALL_TASKS:
-        assert name in default
+    assert "cnn-digits" in registry.suite("standard")
     for name in CIFAR_TASKS:
+        assert name in registry.suite("diagnostics") and name not in registry.suite("standard")
         spec = registry.task(name).spec
-        assert dict(spec.suite_options["default"]) == {"synthetic": True}
+        assert dict(spec.suite_options["diagnostics"]) == {"synthetic": True}
         assert spec.presets["full"].wants_gpu and not spec.presets["smoke"].wants_gpu
     assert not registry.task("cnn-digits").spec.suite_options  # real data, needs nothing
 

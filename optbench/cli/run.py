@@ -57,7 +57,8 @@ def print_plan(cli, trials) -> None:
 @click.option("--optimizer", "-o", "optimizers", multiple=True, required=True,
               help="Optimizer name or wildcard pattern, e.g. 'lion*' (repeatable).")
 @click.option("--task", "-t", "tasks", multiple=True, help="Task name (repeatable); default: the suite.")
-@click.option("--suite", default="default", show_default=True, help="Task suite used when no --task is given.")
+@click.option("--suite", default="standard", show_default=True,
+              help="Task suite used when no --task is given: standard (real data), diagnostics, gate.")
 @click.option("--preset", default="smoke", show_default=True, help="Task preset: smoke (CPU) or full (GPU).")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1), help="Seeds 0..N-1 per cell.")
 @click.option("--hp", "hp", multiple=True,
