@@ -87,13 +87,14 @@ def _trial_rows(statuses):
 
     from optbench.store import TRIAL_COLUMNS
 
-    return pd.DataFrame([
+    rows = pd.DataFrame([
         {"trial_id": f"t{i}", "run_id": "r", "task": "q", "preset": "smoke", "optimizer": "adafisher", "seed": i,
          "status": s, "error": "not applicable: needs a model" if s == "skipped" else None, "dataset": "d",
-         "synthetic": False, "step_time_ms": 1.0, "optimizer_step_ms": 1.0, "final_test_loss": 1.0,
+         "synthetic": False, "hparams": "{}", "step_time_ms": 1.0, "optimizer_step_ms": 1.0, "final_test_loss": 1.0,
          "steps_to_target": None}
         for i, s in enumerate(statuses)
     ]).reindex(columns=TRIAL_COLUMNS)
+    return rows.astype({c: object for c in rows.columns if rows[c].isna().all()})  # unset columns hold anything
 
 
 def test_skipped_is_not_a_seed_not_a_failure_and_shows_na():
