@@ -122,6 +122,16 @@ def registry_columns(registry: Registry) -> tuple[ColumnSpec, ...]:
         return ()
 
 
+def plugin_facts(entry: Registered) -> dict[str, Any]:
+    """What a plugin says about itself, recorded with each trial so that results render without it installed."""
+    spec = entry.spec
+    facts: dict[str, Any] = {"name": entry.name, "entry_point": entry.plugin, "distribution": entry.distribution,
+                             "version": entry.version, "summary": spec.summary, "paper": getattr(spec, "paper", "")}
+    if isinstance(spec, OptimizerSpec):
+        facts.update(defaults=dict(spec.defaults), needs=Needs(spec.needs).value)
+    return facts
+
+
 def base_row(trial: Trial, registry: Registry, settings: RunSettings, device: torch.device) -> TrialRow:
     """A trial's row before it runs (status `failed` until it finishes): the one place rows are started,
     here and in the Ray executor for trials whose worker never reported back."""
@@ -129,6 +139,7 @@ def base_row(trial: Trial, registry: Registry, settings: RunSettings, device: to
     task = registry.entries["task"].get(trial.task)
     return TrialRow(
         registry_columns(registry),
+        {kind: plugin_facts(entry) for kind, entry in (("optimizer", opt), ("task", task)) if entry is not None},
         trial_id=trial.trial_id,
         run_id=settings.run_id,
         task=trial.task,

@@ -44,6 +44,9 @@ CORE_COLUMNS = frozenset(CORE_SCHEMA.names)
 
 #: Parquet metadata key of a trials file's column declarations (a JSON list of ColumnSpec fields)
 COLUMNS_KEY = b"optbench.columns"
+#: Parquet metadata key of what the plugins said about themselves when the trial ran (JSON, see TrialRow.facts):
+#: the leaderboard renders optimizer and task pages from these, not from whatever is installed where it is built
+PLUGINS_KEY = b"optbench.plugins"
 
 ARROW_TYPES = {"float64": _F, "int64": _I, "string": _S, "bool": pa.bool_()}
 
@@ -102,11 +105,14 @@ def merge_columns(groups: Iterable[Iterable[ColumnSpec]]) -> tuple[ColumnSpec, .
 class TrialRow(dict):
     """One row of the trials table: a dict that accepts only the core columns and the declared ones."""
 
-    __slots__ = ("columns", "_allowed")
+    __slots__ = ("columns", "_allowed", "facts")
 
-    def __init__(self, columns: Iterable[ColumnSpec] = (), **values: Any) -> None:
+    def __init__(self, columns: Iterable[ColumnSpec] = (), facts: Mapping[str, Any] | None = None,
+                 **values: Any) -> None:
         super().__init__()
         self.columns: tuple[ColumnSpec, ...] = tuple(columns)
+        #: {"optimizer": {...}, "task": {...}}: distribution, version, summary, paper (and defaults, needs)
+        self.facts: dict[str, Any] = dict(facts or {})
         self._allowed = CORE_COLUMNS | {c.name for c in self.columns}
         self.update(values)
 
@@ -128,7 +134,7 @@ class TrialRow(dict):
         return super().setdefault(key, default)
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickles (Ray) as the same validated type
-        return (_rebuild_row, (self.columns, dict(self)))
+        return (_rebuild_row, (self.columns, dict(self), self.facts))
 
     @property
     def schema(self) -> pa.Schema:
@@ -137,11 +143,34 @@ class TrialRow(dict):
     def to_table(self) -> pa.Table:
         """This row as a one-row arrow table of the trials schema (every column present, nulls filled)."""
         schema = self.schema
+        if self.facts:
+            facts = json.dumps(self.facts, default=str).encode()
+            schema = schema.with_metadata({**schema.metadata, PLUGINS_KEY: facts})
         return pa.Table.from_pylist([{name: self.get(name) for name in schema.names}], schema=schema)
 
 
-def _rebuild_row(columns: tuple[ColumnSpec, ...], values: dict[str, Any]) -> TrialRow:
-    return TrialRow(columns, **values)
+def _rebuild_row(columns: tuple[ColumnSpec, ...], values: dict[str, Any], facts: dict[str, Any]) -> TrialRow:
+    return TrialRow(columns, facts, **values)
+
+
+def merge_facts(files: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-file facts as {kind: {name: facts}}; a later file's facts for a name replace an earlier one's."""
+    out: dict[str, dict[str, Any]] = {}
+    for facts in files:
+        for kind, item in facts.items():
+            if isinstance(item, dict) and item.get("name"):
+                out.setdefault(kind, {})[str(item["name"])] = item
+    return out
+
+
+def facts_from_metadata(metadata: Mapping[bytes, bytes] | None) -> dict[str, Any]:
+    """The plugin facts a trials file recorded; {} for files written before they were recorded."""
+    raw = (metadata or {}).get(PLUGINS_KEY)
+    try:
+        facts = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return facts if isinstance(facts, dict) else {}
 
 
 def as_trial_row(row: Mapping[str, Any]) -> TrialRow:

@@ -15,6 +15,7 @@ segment over an earlier one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,12 +34,18 @@ from optbench.errors import OptbenchError
 from optbench.schema import (
     COLUMNS_KEY,
     CORE_SCHEMA,
+    PLUGINS_KEY,
     as_trial_row,
     columns_from_metadata,
     columns_metadata,
+    facts_from_metadata,
     merge_columns,
+    merge_facts,
 )
 from optbench.specs import ColumnSpec
+
+#: where scan() leaves the merged plugin facts on the table it returns
+MERGED_FACTS_KEY = b"optbench.plugins.merged"
 
 SCHEMA_VERSION = 1
 SCHEMA_KEY = b"optbench.schema_version"
@@ -77,6 +84,8 @@ class Results:
     problems: list[ReadProblem] = field(default_factory=list)
     #: the metric columns the files declare (optbench/schema.py), for display
     columns: tuple[ColumnSpec, ...] = ()
+    #: what the plugins recorded about themselves, {kind: {name: facts}} (schema.TrialRow.facts)
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _with_meta(schema: pa.Schema, kind: str) -> pa.Schema:
@@ -271,8 +280,8 @@ class Store:
             raise
         except Exception as exc:  # noqa: BLE001 - a torn or corrupt body
             raise BadFile(f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
-        return conform(table, schema, required).replace_schema_metadata(
-            {COLUMNS_KEY: file_schema.metadata[COLUMNS_KEY]} if COLUMNS_KEY in (file_schema.metadata or {}) else None)
+        kept = {k: v for k, v in (file_schema.metadata or {}).items() if k in (COLUMNS_KEY, PLUGINS_KEY)}
+        return conform(table, schema, required).replace_schema_metadata(kept or None)
 
     def _read_many(self, paths: list[str], kind: str, columns: Sequence[str] | None, on_bad: str,
                    problems: list[ReadProblem]) -> list[pa.Table | None]:
@@ -315,7 +324,9 @@ class Store:
         kept = [(s, t) for s, t in zip(sources, tables, strict=True) if t is not None]
         schema = TRIAL_SCHEMA if columns is None else pa.schema([f for f in TRIAL_SCHEMA if f.name in columns])
         declared = merge_columns(columns_from_metadata(t.schema.metadata) for _, t in kept)
-        trials = unify([t for _, t in kept], schema).replace_schema_metadata(columns_metadata(declared))
+        facts = merge_facts(facts_from_metadata(t.schema.metadata) for _, t in kept)
+        trials = unify([t for _, t in kept], schema).replace_schema_metadata(
+            {**columns_metadata(declared), MERGED_FACTS_KEY: json.dumps(facts).encode()})
         owner = pa.array([i for i, (_, t) in enumerate(kept) for _ in range(t.num_rows)], pa.int64())
         ids = pd.Series(trials.column("trial_id").to_numpy(zero_copy_only=False))
         winners = ~ids.duplicated(keep="last").to_numpy()
@@ -346,5 +357,6 @@ class Store:
     def read(self, with_curves: bool = False, on_bad: str = "skip", columns: Sequence[str] | None = None) -> Results:
         """All trials (and curves) under the root as DataFrames; bad files are named in `problems` or raise."""
         trials, curves, problems = self.scan(columns, with_curves, on_bad)
+        meta = trials.schema.metadata or {}
         return Results(trials.to_pandas(), None if curves is None else curves.to_pandas(), problems,
-                       columns_from_metadata(trials.schema.metadata))
+                       columns_from_metadata(meta), json.loads(meta.get(MERGED_FACTS_KEY, b"{}")))

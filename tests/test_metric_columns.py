@@ -97,3 +97,17 @@ def test_speed_reference_is_a_setting(results, cli, monkeypatch):
     by_sgd = ratios()
     assert by_sgd["sgd"] == pytest.approx(1.0) and by_sgd["adamw"] != pytest.approx(1.0)
     assert "÷ sgd's in the same run" in " ".join(cli("results", "--results", str(results)).output.split())
+
+
+def test_plugin_facts_travel_with_the_results(results, tmp_path, cli, monkeypatch):
+    """The leaderboard's optimizer pages come from what the plugin recorded, not from what is installed."""
+    from optbench.store import Store
+
+    facts = Store(results).read().plugins
+    assert facts["optimizer"]["adamw"]["distribution"] == "local"  # registered in-process by the fixture
+    assert facts["optimizer"]["adamw"]["defaults"]["lr"] > 0 and facts["task"][TASK]["summary"]
+    monkeypatch.setattr(optbench.registry, "_CACHED", load_registry([], entry_points=False))  # nothing installed
+    site = tmp_path / "site"
+    assert cli("leaderboard", "build", "--results", str(results), "--out", str(site)).exit_code == 0
+    page = next(p for p in site.rglob("*.html") if "adamw" in p.name).read_text()
+    assert "written with the results" in page and facts["optimizer"]["adamw"]["summary"] in page

@@ -53,6 +53,8 @@ class Board:
     all_trials: pd.DataFrame | None = None  # every trial read, whichever view (failures, geometry)
     #: the metric columns to show (declared in the Parquet files by the metric plugins; summary.metric_columns)
     columns: tuple[Any, ...] = ()
+    #: what the plugins recorded about themselves in the Parquet files, {kind: {name: facts}}
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -97,7 +99,9 @@ class Board:
         }
 
     def optimizer_info(self, name: str) -> dict[str, Any]:
-        """Plugin, paper, summary and defaults from the installed registry, else what the rows recorded."""
+        """Plugin, paper, summary and defaults as recorded with the results (so the same Parquet renders the
+        same everywhere); for files written before plugins were recorded, the installed registry, else the
+        rows' hyperparameters."""
         rows = self.everything[self.everything["optimizer"] == name]
         info: dict[str, Any] = {"name": name, "source": "results", "summary": None, "paper": None,
                                 "defaults": None, "needs": None}
@@ -105,9 +109,15 @@ class Board:
         info["plugin_version"] = ", ".join(sorted(set(rows["plugin_version"].dropna().astype(str)))) or None
         info["hparams"] = sorted(set(rows["hparams"].dropna().astype(str)))
         entry = None
-        if self.registry is not None:
+        recorded = self.plugins.get("optimizer", {}).get(name)
+        if recorded is None and self.registry is not None:
             entry = self.registry.entries.get("optimizer", {}).get(name)
-        if entry is not None:
+        if recorded is not None:
+            info.update(source="recorded", summary=recorded.get("summary"), paper=recorded.get("paper"),
+                        defaults=recorded.get("defaults"), needs=recorded.get("needs"),
+                        entry_point=recorded.get("entry_point"), plugin=recorded.get("distribution"),
+                        plugin_version=recorded.get("version"))
+        elif entry is not None:
             spec = entry.spec
             info.update(source="registry", summary=spec.summary, paper=spec.paper, defaults=dict(spec.defaults),
                         needs=getattr(spec.needs, "value", spec.needs), entry_point=entry.plugin,
@@ -120,6 +130,9 @@ class Board:
         return info
 
     def task_info(self, name: str) -> dict[str, Any]:
+        recorded = self.plugins.get("task", {}).get(name)
+        if recorded is not None:
+            return {"summary": recorded.get("summary"), "paper": recorded.get("paper")}
         entry = self.registry.entries.get("task", {}).get(name) if self.registry is not None else None
         if entry is None:
             return {"summary": None, "paper": None}
@@ -269,10 +282,10 @@ def load_board(results: str | Path, registry: Any = None) -> Board:
     problems = list(res.problems)
     tuned = not configs.empty and bool(configs["tuned"].astype(bool).any())
     untuned = _board(trials, curves, configs, search, DEFAULTS, problems, registry, built)
-    untuned.columns = columns
+    untuned.columns, untuned.plugins = columns, res.plugins
     if not tuned:
         return untuned
     board = _board(trials, curves, configs, search, TUNED, problems, registry, built)
     board.untuned = untuned
-    board.columns = columns
+    board.columns, board.plugins = columns, res.plugins
     return board

@@ -439,7 +439,8 @@ def optimizer_page(board: Board, name: str) -> str:
     facts += [("plugin version", esc(info.get("plugin_version")) or "—"), ("paper", link_or_text(info.get("paper")))]
     if info.get("needs"):
         facts.append(("closure needs", esc(info["needs"])))
-    src = "the installed registry" if info["source"] == "registry" else "the hyperparameters recorded in the results"
+    src = {"recorded": "the plugin's own record, written with the results", "registry": "the installed registry"}.get(
+        info["source"], "the hyperparameters recorded in the results")
     body = ["<dl class=facts>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"]
     body.append(f"<h2 id=defaults>Defaults</h2><p class=note>From {src}.</p>")
     body.append(json_block(info.get("defaults")) if info.get("defaults") is not None else "<p>—</p>")
