@@ -7,7 +7,12 @@ real data with no download and no --data-dir. Rows say `dataset = "sklearn-digit
 The split is fixed so every trial of every optimizer sees the same held-out sets: 360 test images (stratified,
 random_state 0), then 360 validation images taken from the rest the same way, leaving 1,077 for training. Seeds
 vary only the initial weights and the batch order. Targets and tuning use the validation set; the test set is
-only reported. Pixels (0..16) are stored as uint8
+only reported.
+
+Standard target (val accuracy 0.98), calibrated with
+`OMP_NUM_THREADS=1 python benchmarks/calibrate_targets.py cnn-digits --lrs 3e-3,1e-2 --jobs 2`: AdamW with
+warm-up + cosine, lr 1e-2 (3e-3 reached 0.978 on seed 0); val accuracy at 75% of the budget on seeds 0/1/2:
+0.983 / 0.986 / 0.983, so the target is 0.98. Final test accuracy 0.972 / 0.978 / 0.978. Pixels (0..16) are stored as uint8
 scaled to 0..255 and go through the same on-device data path as CIFAR, without augmentation (a flipped or
 shifted digit is a different digit more often than for natural images).
 """
@@ -42,7 +47,7 @@ class DigitsConfig:
 
 CONFIGS = {
     "smoke": DigitsConfig(budget=150, eval_every=25, batch_size=64, target_accuracy=0.95),
-    "standard": DigitsConfig(budget=600, eval_every=25, batch_size=64, target_accuracy=0.97),
+    "standard": DigitsConfig(budget=600, eval_every=25, batch_size=64, target_accuracy=0.98),
     "full": DigitsConfig(budget=2000, eval_every=100, batch_size=128, target_accuracy=0.98),
 }
 
