@@ -173,6 +173,6 @@ def cell_key(row: Mapping[str, Any]) -> tuple[str, ...]:
 def fmt_mean_std(mean: float, std: float, digits: int = 4) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
-    if std is None or (isinstance(std, float) and math.isnan(std)) or std == 0:
-        return f"{mean:.{digits}g}"
+    if std is None or (isinstance(std, float) and math.isnan(std)) or std <= 1e-12 * abs(mean):
+        return f"{mean:.{digits}g}"  # no spread, or only float rounding between identical seeds
     return f"{mean:.{digits}g} ± {std:.2g}"

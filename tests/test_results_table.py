@@ -1,0 +1,58 @@
+"""`optbench results` at 80 columns keeps every cell's target metric whole; filters and CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from click.testing import CliRunner
+
+from optbench.cli import main
+from optbench.store import Store
+
+
+def _write(root, task, opt, seed, acc, hp=None):
+    row = dict(trial_id=f"{task}-{opt}-{seed}-{json.dumps(hp)}", task=task, preset="smoke", optimizer=opt, seed=seed,
+               status="ok", synthetic=False, dataset="real", hparams=json.dumps(hp or {"lr": 1e-3}),
+               target_name="val_accuracy", final_val_accuracy=acc, final_test_accuracy=acc - 0.01,
+               final_test_loss=1 - acc, final_val_loss=1.01 - acc, step_time_ms=2.0, optimizer_step_ms=1.0,
+               run_id="r")
+    Store(root).write(row, [])
+
+
+def _results(tmp_path):
+    root = tmp_path / "r"
+    for seed in range(3):
+        _write(root, "a-task-with-a-long-descriptive-name", "adamw", seed, 0.912345 + 0.001 * seed)
+        _write(root, "a-task-with-a-long-descriptive-name", "lion-ib", seed, 0.81 + 0.002 * seed,
+               {"lr": 3e-4, "weight_decay": 0.1, "mode": "temperature"})
+        _write(root, "other", "lion", seed, 0.7)
+    return root
+
+
+def test_eighty_columns_keep_the_target_metric_whole(tmp_path):
+    out = CliRunner().invoke(main, ["results", "--results", str(_results(tmp_path))], terminal_width=80,
+                             env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "val acc 0.913 ± 0.001" in out.output and "val acc 0.812 ± 0.002" in out.output  # unabridged
+    assert "…" not in out.output
+    assert "3/3" in out.output and "not shown at this width" in out.output and "--wide" in out.output
+    wide = CliRunner().invoke(main, ["results", "--wide", "--results", str(_results(tmp_path))], terminal_width=80)
+    assert "test loss" in wide.output and "not shown at this width" not in wide.output
+
+
+def test_filters_and_csv(tmp_path):
+    root = _results(tmp_path)
+    out = CliRunner().invoke(main, ["results", "--results", str(root), "-o", "lion*", "--csv"])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.output)))
+    assert sorted(r["optimizer"] for r in rows) == ["lion", "lion-ib"]
+    only = CliRunner().invoke(main, ["results", "--results", str(root), "-t", "other", "--json"])
+    assert [r["task"] for r in json.loads(only.output)] == ["other"]
+    none = CliRunner().invoke(main, ["results", "--results", str(root), "-t", "nope"])
+    assert none.exit_code == 0 and "match the filters" in none.output
+    both = CliRunner().invoke(main, ["results", "--results", str(root), "--csv", "--json"])
+    assert both.exit_code == 2 and "contradict" in both.output
