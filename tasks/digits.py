@@ -1,7 +1,7 @@
-"""`cnn-digits`: a small CNN on scikit-learn's handwritten digits, the real dataset of the default CPU suite.
+"""`cnn-digits`: a small CNN on scikit-learn's handwritten digits, a real-data task of the standard suite.
 
 Why this dataset: it ships inside the scikit-learn wheel (`sklearn.datasets.load_digits`, 1,797 8x8 grey images
-of the digits 0-9 from the UCI "Optical Recognition of Handwritten Digits" set), so the default suite trains on
+of the digits 0-9 from the UCI "Optical Recognition of Handwritten Digits" set), so the standard suite trains on
 real data with no download and no --data-dir. Rows say `dataset = "sklearn-digits"`.
 
 The split is fixed so every trial of every optimizer sees the same held-out sets: 360 test images (stratified,
@@ -12,9 +12,10 @@ only reported.
 Standard target (val accuracy 0.98), calibrated with
 `OMP_NUM_THREADS=1 python benchmarks/calibrate_targets.py cnn-digits --lrs 3e-3,1e-2 --jobs 2`: AdamW with
 warm-up + cosine, lr 1e-2 (3e-3 reached 0.978 on seed 0); val accuracy at 75% of the budget on seeds 0/1/2:
-0.983 / 0.986 / 0.983, so the target is 0.98. Final test accuracy 0.972 / 0.978 / 0.978. Pixels (0..16) are stored as uint8
-scaled to 0..255 and go through the same on-device data path as CIFAR, without augmentation (a flipped or
-shifted digit is a different digit more often than for natural images).
+0.983 / 0.986 / 0.983, so the target is 0.98. Final test accuracy 0.972 / 0.978 / 0.978.
+
+Pixels (0..16) are stored as uint8 scaled to 0..255 and go through the same on-device data path as CIFAR,
+without augmentation (a flipped or shifted digit is a different digit more often than for natural images).
 """
 
 from __future__ import annotations
