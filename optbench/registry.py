@@ -127,6 +127,7 @@ class Registry:
                         if not isinstance(spec, spec_type):
                             raise TypeError(f"{hook_name} returned {type(spec).__name__}, not {spec_type.__name__}")
                         check_name(kind, spec.name)
+                        _check_contract(kind, spec)
                 except Exception as exc:  # noqa: BLE001 - report, keep the other plugins
                     self.problems.append(PluginProblem(plugin_name, distribution, f"{hook_name}: {exc}"))
                     continue
@@ -169,6 +170,23 @@ class Registry:
         self._distributions[name] = distribution
         self._check_hooks(plugin, name, distribution)
         self._collect(name, distribution, version)
+
+
+def _check_contract(kind: str, spec: Any) -> None:
+    """What can be checked of a spec without running it, so that a broken one is reported at load, not when a
+    trial first calls it (`optbench check-plugin NAME` runs the behavioural checks)."""
+    from optbench.specs import Preset
+
+    fn = spec.compute if kind == "metric" else spec.build
+    if not callable(fn):
+        raise TypeError(f"{kind} {spec.name!r}: {'compute' if kind == 'metric' else 'build'} is not callable")
+    if kind == "task":
+        if not spec.presets or not all(isinstance(p, Preset) for p in spec.presets.values()):
+            raise TypeError(f"task {spec.name!r}: presets must be a non-empty mapping of name -> optbench.Preset")
+        if isinstance(spec.suites, str) or not all(isinstance(s, str) for s in spec.suites):
+            raise TypeError(f"task {spec.name!r}: suites must be a tuple of suite names, not {spec.suites!r}")
+    if kind == "optimizer" and not isinstance(spec.defaults, Mapping):
+        raise TypeError(f"optimizer {spec.name!r}: defaults must be a mapping of hyperparameter -> value")
 
 
 _CLASH_HINT = "Uninstall one of the packages, or rename it in one of them."

@@ -222,3 +222,22 @@ def test_selection_rules_are_shared_by_the_registry_and_list(cli, monkeypatch) -
     monkeypatch.setattr(optbench.registry, "_CACHED", registry)
     out = cli("list", "optimizers", "--distribution", "local", "--exclude", "*-bridge", "--exclude", "*adam", "--names")
     assert out.exit_code == 0 and out.stdout.split() == ["my-sgd"]
+
+
+def test_spec_contracts_are_checked_at_registration() -> None:
+    from optbench import MetricSpec, TaskSpec
+
+    class Sloppy:
+        @hookimpl
+        def optbench_register_tasks(self):
+            return [TaskSpec("suite-typo", build=lambda *a, **k: None, suites="default")]
+
+        @hookimpl
+        def optbench_register_metrics(self):
+            return [MetricSpec("not-callable", compute="sharpness")]
+
+    registry = load_registry([("sloppy", Sloppy()), ("fine", _plugin("fine-opt"))], entry_points=False)
+    said = " ".join(str(p) for p in registry.problems)
+    assert "suites must be a tuple" in said and "compute is not callable" in said
+    assert registry.names("task") == [] and registry.names("metric") == []
+    assert registry.names("optimizer") == ["fine-opt"]
