@@ -1,4 +1,4 @@
-"""`optbench new-plugin NAME`: writes a ready-to-install optimizer plugin package.
+"""`optbench new-plugin NAME [--kind optimizer|task|metric]`: writes a ready-to-install plugin package.
 
 The package registers through the `optbench` entry-point group exactly as our own plugins do, ships one
 optimizer (heavy-ball SGD written out, as a starting point to replace) and a test that runs our conformance
@@ -175,8 +175,121 @@ def test_two_steps_by_hand():
     }
 
 
-def write_plugin(name: str, directory: Path | None = None) -> tuple[PluginNames, Path, list[Path]]:
-    """Write the package for optimizer `name` under `directory` (default ./optbench-NAME); never overwrite."""
+def _task_module(n: PluginNames) -> str:
+    return f'''\
+"""The {n.optimizer} task and its optbench registration: least squares on synthetic data (labelled so).
+
+Replace the data and model with yours; keep the TaskInstance contract: parameters(), batches(), loss(batch),
+evaluate() -> val_loss and test_loss, curvature_loss(), all deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from optbench import Preset, TaskInstance, TaskSpec, hookimpl
+
+
+class LeastSquares(TaskInstance):
+    dataset = "synthetic linear regression"  # "synthetic" in the name labels every row as synthetic
+
+    def __init__(self, seed: int, device: torch.device, n: int = 256, dim: int = 16) -> None:
+        g = torch.Generator().manual_seed(seed)
+        truth = torch.randn(dim, generator=g)
+        x = torch.randn(3 * n, dim, generator=g)
+        y = x @ truth + 0.1 * torch.randn(3 * n, generator=g)
+        self.train_x, self.val_x, self.test_x = (x[i * n:(i + 1) * n].to(device) for i in range(3))
+        self.train_y, self.val_y, self.test_y = (y[i * n:(i + 1) * n].to(device) for i in range(3))
+        self.w = torch.zeros(dim, device=device, requires_grad=True)
+        self.budget, self.eval_every, self.batch_size = 100, 20, 32
+        self._g = torch.Generator().manual_seed(seed + 1)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.w]
+
+    def batches(self) -> Iterator[Any]:
+        while True:
+            idx = torch.randint(len(self.train_y), (self.batch_size,), generator=self._g)
+            yield self.train_x[idx], self.train_y[idx]
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        x, y = batch
+        return ((x @ self.w - y) ** 2).mean()
+
+    def evaluate(self) -> dict[str, float]:
+        return {{"val_loss": float(self.loss((self.val_x, self.val_y))),
+                "test_loss": float(self.loss((self.test_x, self.test_y)))}}
+
+    def curvature_loss(self) -> torch.Tensor:
+        return self.loss((self.train_x[:64], self.train_y[:64]))
+
+
+def build(preset: str, seed: int, device: torch.device, data_dir: Any = None, **options: Any) -> LeastSquares:
+    return LeastSquares(seed, device)
+
+
+@hookimpl
+def optbench_register_tasks() -> list[TaskSpec]:
+    return [TaskSpec("{n.optimizer}", build,
+                     presets={{"smoke": Preset("100 steps of least squares on synthetic data")}}, suites=(),
+                     summary="Least squares on synthetic data (optbench new-plugin template)")]
+'''
+
+
+def _metric_module(n: PluginNames) -> str:
+    column = n.module.removeprefix("optbench_")
+    return f'''\
+"""The {n.optimizer} metric and its optbench registration: the parameters' L2 norm at the end of training.
+
+Replace `compute` with your measurement; every key you declare in `columns` becomes a column of the trials
+table, shown by `optbench results` and on the leaderboard with your header and description.
+"""
+
+from __future__ import annotations
+
+from optbench import ColumnSpec, MetricContext, MetricSpec, MetricWhen, hookimpl
+
+
+def compute(ctx: MetricContext) -> dict[str, float]:
+    return {{"{column}": float(sum(float((p.detach() ** 2).sum()) for p in ctx.params) ** 0.5)}}
+
+
+@hookimpl
+def optbench_register_metrics() -> list[MetricSpec]:
+    return [MetricSpec("{n.optimizer}", compute, MetricWhen.FINAL, "L2 norm of the parameters (template)",
+                       columns=(ColumnSpec("{column}", short="|w|", description="L2 norm of the parameters"),))]
+'''
+
+
+def _files_of_kind(n: PluginNames, kind: str) -> dict[str, str]:
+    """The optimizer package's files, or its task / metric variant (module, test, entry point, README)."""
+    files = _files(n)
+    if kind == "optimizer":
+        return files
+    module = {"task": _task_module, "metric": _metric_module}[kind](n)
+    assert_fn = f"assert_{kind}_conforms"
+    files.pop(f"src/{n.module}/optimizer.py")
+    files[f"src/{n.module}/{kind}.py"] = module
+    files[f"src/{n.module}/__init__.py"] = f'"""The {n.optimizer} {kind} for optbench."""\n'
+    files[f"tests/test_{n.module}.py"] = (
+        f'"""The optbench conformance kit for this {kind}; add tests of your own numbers here."""\n\n'
+        f"from optbench.kits import {assert_fn}\n\n\n"
+        f"def test_conforms_to_optbench():\n    {assert_fn}(\"{n.optimizer}\")\n")
+    files["pyproject.toml"] = files["pyproject.toml"].replace(f'"{n.module}.optimizer"', f'"{n.module}.{kind}"') \
+        .replace(f"The {n.optimizer} optimizer", f"The {n.optimizer} {kind}")
+    files["README.md"] = (f"# {n.distribution}\n\nThe `{n.optimizer}` {kind} as an optbench plugin (entry-point "
+                          f"group `optbench`).\n\n```bash\npip install -e '.[test]'\npytest\n"
+                          f"optbench check-plugin {n.optimizer}\n```\n")
+    return files
+
+
+def write_plugin(name: str, directory: Path | None = None, kind: str = "optimizer"
+                 ) -> tuple[PluginNames, Path, list[Path]]:
+    """Write the package for the optimizer, task or metric `name` under `directory` (default ./optbench-NAME);
+    never overwrite."""
     names = PluginNames.of(name)
     root = Path(directory) if directory is not None else Path(names.distribution)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -184,7 +297,7 @@ def write_plugin(name: str, directory: Path | None = None) -> tuple[PluginNames,
                             "Pass --dir with a new or empty directory.")
     written = []
     try:
-        for rel, text in _files(names).items():
+        for rel, text in _files_of_kind(names, kind).items():
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")

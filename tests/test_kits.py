@@ -79,3 +79,20 @@ def test_check_plugin_runs_the_kit_of_each_kind(cli, kit_registry, monkeypatch):
     assert bad.exit_code == 1 and "val_loss" in bad.output
     unknown = cli("check-plugin", "honest-metrc")
     assert unknown.exit_code == 2 and "honest-metric" in unknown.output
+
+
+@pytest.mark.parametrize("kind", ["task", "metric"])
+def test_new_plugin_kinds_pass_their_own_kit(cli, tmp_path, monkeypatch, kind):
+    """The generated package registers through its module's hooks and passes the kit of its kind as written."""
+    import importlib
+
+    name = f"my-{kind}"
+    out = cli("new-plugin", name, "--kind", kind, "--dir", str(tmp_path / "pkg"))
+    assert out.exit_code == 0, out.output
+    assert f'"optbench_my_{kind}.{kind}"' in (tmp_path / "pkg" / "pyproject.toml").read_text()
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg" / "src"))
+    module = importlib.import_module(f"optbench_my_{kind}.{kind}")
+    registry = load_registry([("quadratic", quadratic), (name, module)], entry_points=False)
+    assert registry.problems == []
+    results = (check_task if kind == "task" else check_metric)(name, registry)
+    assert all(r.passed for r in results), results

@@ -13,20 +13,26 @@ from optbench.cli.context import cli_context
 
 @click.command("new-plugin")
 @click.argument("name")
+@click.option("--kind", type=click.Choice(["optimizer", "task", "metric"]), default="optimizer", show_default=True,
+              help="What the package registers.")
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
               help="Where to write the package (default: ./optbench-NAME). Must be new or empty.")
-def new_plugin_cmd(name: str, directory: Path | None) -> None:
-    """Write a ready-to-install plugin package for a new optimizer NAME (kebab-case)."""
+def new_plugin_cmd(name: str, kind: str, directory: Path | None) -> None:
+    """Write a ready-to-install plugin package for a new optimizer, task or metric NAME (kebab-case)."""
     from optbench.scaffold import write_plugin
+    from optbench.settings import speed_reference
 
-    names, root, written = write_plugin(name, directory)
+    names, root, written = write_plugin(name, directory, kind)
     console = cli_context().console
     console.print(f"[green]wrote[/green] {names.distribution} in {root}:", highlight=False)
     for path in written:
         console.print(f"  {path.relative_to(root)}", highlight=False)
+    try_it = {"optimizer": f"optbench run -o {names.optimizer} -o {speed_reference()} --seeds 3 --results results",
+              "task": f"optbench run -o {speed_reference()} -t {names.optimizer} --seeds 3 --results results",
+              "metric": f"optbench run -o {speed_reference()} --metrics {names.optimizer} --results results"}[kind]
     console.print(
         f"\nnext:\n  cd {root} && pip install -e '.[test]'\n  pytest\n  optbench check-plugin {names.optimizer}\n"
-        f"  optbench run -o {names.optimizer} -o adamw --seeds 3 --results results\n"
+        f"  {try_it}\n"
         "See CONTRIBUTING.md for publishing and submitting it to the leaderboard.", markup=False, highlight=False)
 
 
