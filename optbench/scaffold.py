@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optbench.errors import OptbenchError
+from optbench.settings import DEFAULT_SPEED_REFERENCE
 from optbench.specs import NAME_PATTERN
 
 
@@ -71,7 +72,7 @@ The `{n.optimizer}` optimizer as an optbench plugin (entry-point group `optbench
 pip install -e '.[test]'        # registers `{n.optimizer}` with optbench
 pytest                          # the optbench conformance kit + your own numerical tests
 optbench check-plugin {n.optimizer}
-optbench run -o {n.optimizer} -o adamw --seeds 3 --results results
+optbench run -o {n.optimizer} -o {DEFAULT_SPEED_REFERENCE} --seeds 3 --results results
 optbench results --results results
 ```
 ''',
