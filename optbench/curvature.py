@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
+#: a matvec on a block of row vectors: (p, n) -> (p, n)
+BatchMatvec = Callable[[torch.Tensor], torch.Tensor]
 
 #: work dtype for Lanczos vectors: products run in the parameters' dtype, orthogonalisation in float64
 WORK_DTYPE = torch.float64
@@ -40,6 +42,32 @@ def flat_operator(hvp: Callable[[list[torch.Tensor]], list[torch.Tensor]], param
         return torch.cat([o.reshape(-1) for o in hvp(parts)]).to(WORK_DTYPE)
 
     return matvec
+
+
+def flat_batch_operator(hvp: Callable[[list[torch.Tensor]], list[torch.Tensor]],
+                        params: Sequence[torch.Tensor], chunk: int = 8) -> BatchMatvec:
+    """Rows of a (p, n) float64 block times the Hessian, `chunk` rows per batched product.
+
+    Uses `hvp.batched` (one double backward over a batch of directions) where the HVP function offers it,
+    else one product per row: same numbers, only the cost differs.
+    """
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+    dtype = params[0].dtype
+    single = flat_operator(hvp, params)
+    batched = getattr(hvp, "batched", None)
+
+    def matvecs(block: torch.Tensor) -> torch.Tensor:
+        if batched is None:
+            return torch.stack([single(row) for row in block])
+        outs = []
+        for part in torch.split(block, chunk):
+            k = part.shape[0]
+            vs = [c.reshape(k, *s).to(dtype) for c, s in zip(torch.split(part, sizes, dim=1), shapes, strict=True)]
+            outs.append(torch.cat([o.reshape(k, -1) for o in batched(vs)], 1).to(WORK_DTYPE))
+        return torch.cat(outs)
+
+    return matvecs
 
 
 def dense_operator(matrix: torch.Tensor) -> Matvec:
@@ -180,22 +208,54 @@ def top_eigen(
 
 @dataclass
 class Quadrature:
-    """SLQ nodes and weights per probe, plus the exactly known (deflated) eigenvalues."""
+    """A (deflated) SLQ run: one Lanczos recurrence per probe, plus the eigenvalues counted exactly."""
 
-    nodes: list[torch.Tensor]  # per probe: Ritz values
-    weights: list[torch.Tensor]  # per probe: ‖v‖² · (first component of T's eigenvector)², so Σ w f(θ) ≈ vᵀf(M)v
+    runs: list[Lanczos]  # per probe, started from the probe (basis not kept)
+    norms2: list[float]  # per probe: ‖v‖² of the (projected) probe
     exact: torch.Tensor  # eigenvalues counted exactly (deflated)
     matvecs: int
 
+    @property
+    def nodes(self) -> list[torch.Tensor]:
+        return [r.ritz()[0] for r in self.runs]
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """Per probe: ‖v‖² · (first component of T's eigenvector)², so Σ w f(θ) ≈ vᵀf(M)v (Gauss)."""
+        return [n2 * r.ritz()[1][0, :] ** 2 for r, n2 in zip(self.runs, self.norms2, strict=True)]
+
     def trace(self, f: Callable[[torch.Tensor], torch.Tensor]) -> float:
-        """tr f(M) for an f with f(0) = 0."""
+        """tr f(M) for a smooth f with f(0) = 0, by Gauss quadrature in λ."""
         est = sum(float((w * f(t)).sum()) for t, w in zip(self.nodes, self.weights, strict=True))
-        est = est / max(len(self.nodes), 1)
+        est = est / max(len(self.runs), 1)
         return est + float(f(self.exact).sum())
+
+    def abs_sums(self) -> torch.Tensor:
+        """Per probe (rows): estimates of (Σ|λ|, Σ|λ|log|λ|, Σλ²), the exactly counted eigenvalues included.
+
+        |λ| and |λ|log|λ| have a kink at λ = 0, which lies inside an indefinite spectrum: Gauss nodes in λ
+        then straddle the many near-zero eigenvalues of a network and the error oscillates with the step
+        count. In y = λ² the same sums are √y and ½√y·log y, whose only singularity is at the end point 0 of
+        the support; the Gauss rule over-estimates Σ|λ| and the Gauss–Radau rule with a node fixed at 0
+        under-estimates it (f = √y has derivatives of fixed sign). We report RADAU_WEIGHT·Radau +
+        (1 − RADAU_WEIGHT)·Gauss; the weight was chosen by measurement against dense spectra
+        (docs/metrics.md), the bracket itself is exact.
+        """
+        lam = self.exact.to(WORK_DTYPE)
+        a = lam.abs()
+        exact = torch.stack([a.sum(), xlogx(a).sum(), (lam * lam).sum()])
+        rows = []
+        for run, n2 in zip(self.runs, self.norms2, strict=True):
+            (yg, wg), (yr, wr) = squared_rules(run)
+            g, r = _sqrt_sums(yg, n2 * wg), _sqrt_sums(yr, n2 * wr)
+            rows.append(RADAU_WEIGHT * r + (1 - RADAU_WEIGHT) * g)
+        if not rows:
+            return exact[None, :]
+        return torch.stack(rows) + exact[None, :]
 
     def density(self, grid: torch.Tensor, sigma: float) -> torch.Tensor:
         """Gaussian-smoothed spectral density on `grid` (integrates to ≈ 1 over the whole spectrum)."""
-        parts = [(t, w) for t, w in zip(self.nodes, self.weights, strict=True)]
+        parts = list(zip(self.nodes, self.weights, strict=True))
         n_total = sum(float(w.sum()) for _, w in parts) / max(len(parts), 1) + self.exact.numel()
         dens = torch.zeros_like(grid, dtype=WORK_DTYPE)
 
@@ -209,31 +269,146 @@ class Quadrature:
         return dens / n_total
 
 
+#: weight of the Gauss–Radau rule in the |λ| sums (the rest on the Gauss rule); see Quadrature.abs_sums
+RADAU_WEIGHT = 2.0 / 3.0
+
+
+def _tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    m = alphas.numel()
+    t = torch.diag(alphas)
+    if m > 1:
+        t = t + torch.diag(betas[: m - 1], 1) + torch.diag(betas[: m - 1], -1)
+    return t
+
+
+def _sqrt_sums(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    r = y.clamp_min(0).sqrt()
+    return torch.stack([(w * r).sum(), (w * xlogx(r)).sum(), (w * y).sum()])
+
+
+def squared_rules(run: Lanczos) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Gauss and Gauss–Radau (node at 0) rules, (nodes y ≥ 0, weights), for the probe's measure in y = λ².
+
+    A run of m Lanczos steps fixes the probe's moments up to degree 2m − 1 in λ, hence up to degree m − 1 in
+    y: Lanczos on the small matrix T² from e₁ for ⌊m/2⌋ steps gives the Gauss rule in y exactly (no new
+    products). The Radau rule adds one node at y = 0 by the usual modification of the last diagonal entry.
+    Weights sum to 1 (multiply by ‖v‖²).
+    """
+    t = _tridiagonal(run.alphas, run.betas)
+    b2 = t @ t
+    m = t.shape[0]
+    k = max(m // 2, 1)
+    e1 = torch.zeros(m, dtype=WORK_DTYPE)
+    e1[0] = 1.0
+    inner = lanczos(lambda x: b2 @ x, e1, k, keep_basis=False, check_every=k)
+    j = _tridiagonal(inner.alphas, inner.betas)
+    y, s = torch.linalg.eigh(j)
+    gauss = (y.clamp_min(0), s[0, :] ** 2)
+    kk = inner.steps
+    last = inner.betas[kk - 1]
+    if not last > 0:  # invariant subspace: the Gauss rule is exact, and so is Radau's
+        return gauss, gauss
+    rhs = torch.zeros(kk, dtype=WORK_DTYPE)
+    rhs[-1] = last**2
+    try:
+        delta = torch.linalg.solve(j, rhs)
+    except RuntimeError:  # a Gauss node exactly at 0: that rule is already the Radau rule
+        return gauss, gauss
+    if not bool(torch.isfinite(delta).all()):
+        return gauss, gauss
+    jr = torch.zeros(kk + 1, kk + 1, dtype=WORK_DTYPE)
+    jr[:kk, :kk] = j
+    jr[kk, kk - 1] = jr[kk - 1, kk] = last
+    jr[kk, kk] = delta[-1]
+    yr, sr = torch.linalg.eigh(jr)
+    return gauss, (yr.clamp_min(0), sr[0, :] ** 2)
+
+
+def lanczos_block(matvecs: BatchMatvec, block: torch.Tensor, steps: int,
+                  project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[Lanczos]:
+    """Independent Lanczos recurrences (full re-orthogonalisation) from each row of `block`, advanced
+    together so that each step costs one batched product. `project` (rows → rows) is applied to every
+    product, e.g. to work on the complement of a deflated subspace. Each run stops at its first breakdown.
+    """
+    p, n = block.shape
+    steps = min(steps, n)
+    device = block.device
+    q = torch.zeros(p, steps + 1, n, dtype=WORK_DTYPE, device=device)
+    q[:, 0] = block.to(WORK_DTYPE) / torch.linalg.vector_norm(block.to(WORK_DTYPE), dim=1, keepdim=True)
+    alphas = torch.zeros(p, steps, dtype=WORK_DTYPE, device=device)
+    betas = torch.zeros(p, steps, dtype=WORK_DTYPE, device=device)
+    tiny = torch.finfo(WORK_DTYPE).tiny
+    for j in range(steps):
+        w = matvecs(q[:, j])
+        if project is not None:
+            w = project(w)
+        alphas[:, j] = (q[:, j] * w).sum(1)
+        basis = q[:, : j + 1]
+        for _ in range(2):
+            w = w - torch.bmm(basis.transpose(1, 2), torch.bmm(basis, w[:, :, None]))[:, :, 0]
+        beta = torch.linalg.vector_norm(w, dim=1)
+        betas[:, j] = beta
+        q[:, j + 1] = w / beta.clamp_min(tiny)[:, None]
+    a_all, b_all = alphas.cpu(), betas.cpu()
+    runs = []
+    for a, b in zip(a_all, b_all, strict=True):
+        scale = float(a.abs().max().clamp_min(tiny))
+        stop = torch.nonzero(b <= 1e-10 * scale)
+        done = int(stop[0]) + 1 if stop.numel() else steps
+        a, b = a[:done].clone(), b[:done].clone()
+        if stop.numel():
+            b[done - 1] = 0.0
+        runs.append(Lanczos(a, b, None, done))
+    return runs
+
+
+def nonzero_rows(product: torch.Tensor) -> torch.Tensor:
+    """Coordinates whose Hessian row is not identically zero, read off one product with a Gaussian vector.
+
+    A parameter the loss does not depend on at this state (the weights into and out of a ReLU unit that is
+    dead on the whole curvature batch) has an exactly zero Hessian row and column: its coordinate vector is
+    an exact null eigenvector. Masking those coordinates out of every probe removes that point mass at λ = 0
+    from the quadrature; they still count in n. (A nonzero row gives an exact zero only with probability 0.)
+    """
+    return product != 0
+
+
 def slq(
     matvec: Matvec, n: int, gen: torch.Generator, device: torch.device | str, *, probes: int = 4,
     steps: int = 20, deflate: torch.Tensor | None = None, deflated_values: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None, matvecs: BatchMatvec | None = None, memory_mb: float = 512.0,
 ) -> Quadrature:
-    """Stochastic Lanczos quadrature with Rademacher probes; optionally on the complement of `deflate`'s rows."""
+    """Stochastic Lanczos quadrature with Rademacher probes, on the complement of `deflate`'s rows and
+    restricted to `mask`'s coordinates. The probes advance together (one batched product per step, as many
+    probes at a time as fit in `memory_mb` of Lanczos vectors); without `matvecs` they use `matvec` row by row.
+    """
     u = None if deflate is None or deflate.numel() == 0 else deflate.to(device, WORK_DTYPE)
 
     def project(v: torch.Tensor) -> torch.Tensor:
-        return v if u is None else v - u.T @ (u @ v)
+        return v if u is None else v - (v @ u.T) @ u
 
-    op = matvec if u is None else (lambda v: project(matvec(project(v))))
-    nodes, weights = [], []
-    used = 0
-    for _ in range(probes):
-        v = project(rademacher(n, gen, device))
-        norm2 = float(torch.dot(v, v))  # one sync per probe
-        if norm2 <= 0:
-            continue
-        run = lanczos(op, v, steps, keep_basis=False, check_every=steps)
-        used += run.matvecs
-        theta, s, _ = run.ritz()
-        nodes.append(theta)
-        weights.append(norm2 * s[0, :] ** 2)
+    block_op = matvecs if matvecs is not None else (lambda b: torch.stack([matvec(r) for r in b]))
+    vs = torch.stack([rademacher(n, gen, device) for _ in range(probes)]) if probes else torch.zeros(0, n)
+    if mask is not None:
+        vs = vs * mask.to(device, WORK_DTYPE)
+    vs = project(vs)
+    norms2 = (vs * vs).sum(1).cpu()
+    keep = [i for i in range(probes) if float(norms2[i]) > 0]
+    # each probe's quadrature is scaled to E‖v‖² = tr(P·mask) instead of its own ‖v‖² (a ratio estimator):
+    # the spread of ‖v‖² then adds nothing, and a multiple of the identity is estimated exactly
+    dim = float(mask.sum()) if mask is not None else float(n)
+    if u is not None:
+        m = mask.to(device, WORK_DTYPE) if mask is not None else None
+        dim -= float((u * u).sum()) if m is None else float((u * u * m).sum())
+    norms2 = torch.full_like(norms2, max(dim, 0.0))
+    per_group = max(1, int(memory_mb * 2**20 // (8 * (steps + 1) * max(n, 1))))
+    runs: list[Lanczos] = []
+    for start in range(0, len(keep), per_group):
+        rows = keep[start:start + per_group]
+        runs += lanczos_block(block_op, vs[rows], steps, project=project if u is not None else None)
     exact = torch.zeros(0, dtype=WORK_DTYPE) if deflated_values is None else deflated_values.cpu().to(WORK_DTYPE)
-    return Quadrature(nodes, weights, exact, used)
+    used = sum(steps for _ in keep) if keep else 0
+    return Quadrature(runs, [float(norms2[i]) for i in keep], exact, used)
 
 
 def xlogx(x: torch.Tensor) -> torch.Tensor:
@@ -242,7 +417,11 @@ def xlogx(x: torch.Tensor) -> torch.Tensor:
 
 
 def entropy_gaps_from_sums(n: int, abs_sum: float, abs_xlogx_sum: float, sq_sum: float) -> tuple[float, float]:
-    """(gap_1, gap_2) from T = Σ|λ|, Σ|λ| log|λ| and Σλ²: H_1 = log T − (Σ|λ|log|λ|)/T, H_2 = −log(Σλ²/T²)."""
+    """(gap_1, gap_2) from T = Σ|λ|, Σ|λ| log|λ| and Σλ²: H_1 = log T − (Σ|λ|log|λ|)/T, H_2 = −log(Σλ²/T²).
+
+    Not clamped: exact sums give a gap in [0, log n] by themselves; estimated sums go through
+    `entropy_gaps_with_se`, which clamps.
+    """
     if not abs_sum > 0:
         raise ValueError("the Hessian is zero: its normalised spectrum (and the entropy gap) is undefined")
     h1 = math.log(abs_sum) - abs_xlogx_sum / abs_sum
@@ -251,9 +430,80 @@ def entropy_gaps_from_sums(n: int, abs_sum: float, abs_xlogx_sum: float, sq_sum:
 
 
 def entropy_gaps_from_eigenvalues(eigenvalues: torch.Tensor) -> tuple[float, float]:
-    """(gap_1, gap_2) of an exactly known spectrum, using |λ|."""
+    """(gap_1, gap_2) of an exactly known spectrum, using |λ|, clamped to [0, log n] against rounding."""
     lam = eigenvalues.to(WORK_DTYPE).abs()
-    return entropy_gaps_from_sums(lam.numel(), float(lam.sum()), float(xlogx(lam).sum()), float((lam**2).sum()))
+    n = lam.numel()
+    g1, g2 = entropy_gaps_from_sums(n, float(lam.sum()), float(xlogx(lam).sum()), float((lam**2).sum()))
+    return clamp_gap(g1, n), clamp_gap(g2, n)
+
+
+def clamp_gap(gap: float, n: int) -> float:
+    """The entropy gap lies in [0, log n] (H_α of an n-point distribution); estimates are held to it."""
+    return min(max(gap, 0.0), math.log(n))
+
+
+@dataclass
+class GapEstimate:
+    """Entropy gaps (α = 1, 2), clamped to [0, log n], with standard errors over the probes."""
+
+    gap1: float
+    se1: float
+    gap2: float
+    se2: float
+
+
+def entropy_gaps_with_se(n: int, per_probe: torch.Tensor) -> GapEstimate:
+    """Gaps from per-probe estimates of (Σ|λ|, Σ|λ|log|λ|, Σλ²) (rows), and their standard errors.
+
+    The gap is a smooth function of the three means, so its standard error is the delta-method one:
+    √(∇gᵀ Σ ∇g / p) with Σ the probes' sample covariance (NaN with a single probe). It covers the probe
+    noise, not the quadrature bias, which docs/metrics.md measures separately.
+    """
+    x = per_probe.to(WORK_DTYPE)
+    t1, s, t2 = (float(v) for v in x.mean(0))
+    if not t1 > 0 or not t2 > 0:
+        raise ValueError("the Hessian is zero: its normalised spectrum (and the entropy gap) is undefined")
+    g1, g2 = entropy_gaps_from_sums(n, t1, s, t2)
+    p = x.shape[0]
+    if p > 1:
+        cov = torch.cov(x.T)
+        d1 = torch.tensor([-1.0 / t1 - s / t1**2, 1.0 / t1, 0.0], dtype=WORK_DTYPE)
+        d2 = torch.tensor([-2.0 / t1, 0.0, 1.0 / t2], dtype=WORK_DTYPE)
+        se1 = math.sqrt(max(float(d1 @ cov @ d1), 0.0) / p)
+        se2 = math.sqrt(max(float(d2 @ cov @ d2), 0.0) / p)
+    else:
+        se1 = se2 = float("nan")
+    return GapEstimate(clamp_gap(g1, n), se1, clamp_gap(g2, n), se2)
+
+
+@dataclass
+class TraceEstimate:
+    value: float
+    se: float
+    matvecs: int
+
+
+def hutchpp_trace(matvecs: BatchMatvec, run: Lanczos, gen: torch.Generator, probes: int = 16,
+                  mask: torch.Tensor | None = None) -> TraceEstimate:
+    """tr M, Hutch++ style, with its standard error: Σα_j exactly on a kept Lanczos basis Q plus Hutchinson
+    with Rademacher probes (restricted to `mask`) on its complement, products batched.
+    """
+    if run.basis is None:
+        raise ValueError("Hutch++ needs a Lanczos run that kept its basis")
+    q = run.basis
+    n = q.shape[1]
+    exact = float(run.alphas.sum())
+    if probes <= 0:
+        return TraceEstimate(exact, float("nan"), 0)
+    z = torch.stack([rademacher(n, gen, q.device) for _ in range(probes)])
+    if mask is not None:
+        z = z * mask.to(q.device, WORK_DTYPE)
+    z = z - (z @ q.T) @ q
+    hz = matvecs(z)
+    hz = hz - (hz @ q.T) @ q
+    per = (z * hz).sum(1).cpu()
+    se = float(per.std(unbiased=True)) / math.sqrt(probes) if probes > 1 else float("nan")
+    return TraceEstimate(exact + float(per.mean()), se, probes)
 
 
 def hutchpp_traces(matvec: Matvec, run: Lanczos, gen: torch.Generator, probes: int = 4) -> tuple[float, float]:

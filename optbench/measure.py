@@ -7,6 +7,7 @@ never fails the trial. Hessian-vector products are counted so that every metric'
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -14,6 +15,11 @@ import torch
 
 from optbench.registry import Registered
 from optbench.specs import MetricContext, TaskInstance
+
+
+def _synchronize(device: torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def make_hvp(task: TaskInstance, params: list[torch.Tensor], counter: list[int]):
@@ -34,6 +40,28 @@ def make_hvp(task: TaskInstance, params: list[torch.Tensor], counter: list[int])
         counter[0] += 1
         return [torch.zeros_like(p) if o is None else o.detach() for p, o in zip(params, out, strict=True)]
 
+    batched_ok = [True]
+
+    def batched(vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Products with k directions at once (each tensor shaped (k, *param.shape)): one double backward
+        vectorised over the directions; a model whose ops cannot be vectorised falls back to k products."""
+        k = vs[0].shape[0]
+        if batched_ok[0]:
+            g = grads()
+            try:
+                with torch.enable_grad():
+                    out = torch.autograd.grad(g, params, grad_outputs=vs, retain_graph=True, allow_unused=True,
+                                              is_grads_batched=True)
+            except RuntimeError:
+                batched_ok[0] = False
+            else:
+                counter[0] += k
+                return [torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) if o is None else o.detach()
+                        for p, o in zip(params, out, strict=True)]
+        rows = [hvp([v[i] for v in vs]) for i in range(k)]
+        return [torch.stack([r[j] for r in rows]) for j in range(len(params))]
+
+    hvp.batched = batched  # type: ignore[attr-defined]
     return hvp
 
 
@@ -43,6 +71,8 @@ class MetricResults:
     errors: dict[str, str] = field(default_factory=dict)
     points: list[tuple[str, str, float]] = field(default_factory=list)
     hvp_calls: int = 0
+    #: per metric: {"hvp_calls": products it paid for, "seconds": its wall time (device synchronised)}
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def compute_metrics(
@@ -59,15 +89,19 @@ def compute_metrics(
                             hvp=make_hvp(task, params, counter), exact_eigenvalues=exact)
         for reg in metrics:
             before = counter[0]
+            started = time.perf_counter()
             try:
                 values = dict(reg.spec.compute(ctx) or {})
                 bad = [k for k, v in values.items() if v is None or not math.isfinite(float(v))]
                 if bad:
                     raise ValueError(f"returned a non-finite value for {', '.join(bad)}")
                 out.values.update({k: float(v) for k, v in values.items()})
-                out.values[f"{reg.name}.hvps"] = float(counter[0] - before)
             except Exception as exc:  # noqa: BLE001 - a broken metric must not fail the trial
                 out.errors[reg.name] = f"metric plugin {reg.plugin!r} ({reg.distribution}): {type(exc).__name__}: {exc}"
+            finally:
+                _synchronize(device)
+                out.costs[reg.name] = {"hvp_calls": counter[0] - before,
+                                       "seconds": round(time.perf_counter() - started, 6)}
         out.points = list(ctx.extra_points)
     finally:
         task.train()

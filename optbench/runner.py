@@ -340,6 +340,7 @@ class _TrialRun:
                 self.row["metrics"] = canonical_json(res.values)
                 self.row["metric_errors"] = canonical_json(res.errors) if res.errors else None
                 self.row["hvp_calls"] = res.hvp_calls
+                self.row["metric_costs"] = canonical_json(res.costs) if res.costs else None
                 for col in self.row.columns:
                     self.row[col.name] = res.values.get(col.name)
         return quality

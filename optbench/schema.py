@@ -34,7 +34,7 @@ CORE_SCHEMA = pa.schema(
         ("time_to_target_s", _F), ("steps_to_target", _I), ("target_name", _S), ("target_value", _F),
         ("final_train_loss", _F), ("final_test_loss", _F), ("final_test_accuracy", _F),
         ("final_val_loss", _F), ("final_val_accuracy", _F),
-        ("metrics", _S), ("metric_errors", _S), ("hvp_calls", _I),
+        ("metrics", _S), ("metric_errors", _S), ("hvp_calls", _I), ("metric_costs", _S),
         ("peak_memory_mb", _F), ("optimizer_state_mb", _F), ("torch_threads", _I), ("parallel_trials", _I),
         ("device", _S), ("torch_version", _S),
         ("optbench_version", _S), ("git_commit", _S), ("hostname", _S), ("started_at", _S),

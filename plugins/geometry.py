@@ -24,11 +24,13 @@ from optbench import curvature as cv
 #: Lanczos steps for sharpness / the spectrum. Run to the end (no early stop): the same basis then serves
 #: Hutch++ for the trace and deflates the top of the spectrum for SLQ, which is where their accuracy comes from
 LANCZOS_STEPS = 30
-#: Hutchinson probes on the complement of the Lanczos basis (Hutch++)
-TRACE_PROBES = 8
-#: SLQ probes × Lanczos steps per probe for the entropy gap
+#: Hutchinson probes on the complement of the Lanczos basis (Hutch++), one batched product
+TRACE_PROBES = 32
+#: SLQ probes × Lanczos steps per probe for the entropy gaps (the probes advance together, batched)
 SLQ_PROBES = 4
-SLQ_STEPS = 16
+SLQ_STEPS = 20
+#: Ritz pairs with residual ≤ this × |λmax| are deflated (counted exactly) before SLQ
+DEFLATE_RTOL = 1e-2
 #: eigenvalues stored by hessian-spectrum, and grid points of its smoothed density
 SPECTRUM_TOP_K = 10
 DENSITY_POINTS = 64
@@ -49,28 +51,56 @@ def _matvec(ctx: MetricContext) -> cv.Matvec:
     return ctx.cache["geometry.matvec"]
 
 
+def _matvecs(ctx: MetricContext) -> cv.BatchMatvec:
+    if "geometry.matvecs" not in ctx.cache:
+        ctx.cache["geometry.matvecs"] = cv.flat_batch_operator(ctx.hvp, ctx.params)
+    return ctx.cache["geometry.matvecs"]
+
+
 def _device(ctx: MetricContext) -> torch.device:
     return ctx.params[0].device
 
 
 def _eigen(ctx: MetricContext, want: int = 1) -> cv.Eigen:
-    """The shared Lanczos run; rerun longer (and replaced) only if a later metric wants more eigenpairs."""
+    """The shared Lanczos run, from a Gaussian start: its first product also tells which Hessian rows are
+    exactly zero (cached as the probe mask). Rerun longer (and replaced) only if a metric wants more pairs."""
     steps = max(LANCZOS_STEPS, 2 * want + 10)
     have: tuple[int, cv.Eigen] | None = ctx.cache.get("geometry.eigen")
     if have is None or have[0] < steps:
-        eig = cv.top_eigen(_matvec(ctx), _n(ctx), _generator(ctx, 1), _device(ctx), max_steps=steps, tol=None)
+        matvec = _matvec(ctx)
+        first: list[torch.Tensor] = []
+
+        def recording(v: torch.Tensor) -> torch.Tensor:
+            out = matvec(v)
+            if not first:
+                first.append(out)
+            return out
+
+        gen = _generator(ctx, 1)
+        start = torch.randn(_n(ctx), generator=gen, device=gen.device, dtype=cv.WORK_DTYPE).to(_device(ctx))
+        run = cv.lanczos(recording, start, steps)
+        theta, s, resid = run.ritz()
+        order = torch.argsort(theta, descending=True)
+        eig = cv.Eigen(theta[order], resid[order], run, s[:, order])
         ctx.cache["geometry.eigen"] = (steps, eig)
+        ctx.cache.setdefault("geometry.mask", cv.nonzero_rows(first[0]))
         return eig
     return have[1]
+
+
+def _mask(ctx: MetricContext) -> torch.Tensor:
+    _eigen(ctx)
+    return ctx.cache["geometry.mask"]
 
 
 def _quadrature(ctx: MetricContext) -> cv.Quadrature:
     if "geometry.slq" not in ctx.cache:
         eig = _eigen(ctx)
-        idx = eig.converged()
+        idx = eig.converged(DEFLATE_RTOL)
         ctx.cache["geometry.slq"] = cv.slq(
             _matvec(ctx), _n(ctx), _generator(ctx, 2), _device(ctx), probes=SLQ_PROBES, steps=SLQ_STEPS,
-            deflate=eig.run.ritz_vectors(eig.s[:, idx]), deflated_values=eig.values[idx],
+            deflate=eig.run.ritz_vectors(eig.s[:, idx]), deflated_values=eig.values[idx], mask=_mask(ctx),
+            matvecs=_matvecs(ctx),
         )
     return ctx.cache["geometry.slq"]
 
@@ -80,33 +110,33 @@ def _exact(ctx: MetricContext) -> torch.Tensor | None:
 
 
 def sharpness(ctx: MetricContext) -> dict[str, float]:
-    """λmax, the largest algebraic Hessian eigenvalue."""
+    """λmax, the largest algebraic Hessian eigenvalue, and the Lanczos residual ‖Hx − θx‖ of its Ritz pair
+    (`sharpness_se`: a bound on |λ − θ| for the eigenvalue nearest θ, not a standard error; 0 when exact)."""
     lam = _exact(ctx)
     if lam is not None:
-        return {"sharpness": float(lam.max())}
-    return {"sharpness": _eigen(ctx).lambda_max}
+        return {"sharpness": float(lam.max()), "sharpness_se": 0.0}
+    eig = _eigen(ctx)
+    return {"sharpness": eig.lambda_max, "sharpness_se": float(eig.residuals[0])}
 
 
 def hessian_trace(ctx: MetricContext) -> dict[str, float]:
-    """tr H by Hutch++ on the shared Lanczos basis."""
+    """tr H by Hutch++ on the shared Lanczos basis, with its standard error over the probes."""
     lam = _exact(ctx)
     if lam is not None:
-        return {"hessian_trace": float(lam.sum())}
-    tr, _ = cv.hutchpp_traces(_matvec(ctx), _eigen(ctx).run, _generator(ctx, 3), TRACE_PROBES)
-    return {"hessian_trace": tr}
+        return {"hessian_trace": float(lam.sum()), "hessian_trace_se": 0.0}
+    est = cv.hutchpp_trace(_matvecs(ctx), _eigen(ctx).run, _generator(ctx, 3), TRACE_PROBES, mask=_mask(ctx))
+    return {"hessian_trace": est.value, "hessian_trace_se": est.se}
 
 
 def entropy_gap(ctx: MetricContext) -> dict[str, float]:
-    """log n − H_α of the |λ|-normalised spectrum, α = 1 and α = 2."""
+    """log n − H_α of the |λ|-normalised spectrum, α = 1 and α = 2, in [0, log n], with standard errors."""
     lam = _exact(ctx)
     if lam is not None:
         g1, g2 = cv.entropy_gaps_from_eigenvalues(lam)
-    else:
-        q = _quadrature(ctx)
-        g1, g2 = cv.entropy_gaps_from_sums(
-            _n(ctx), q.trace(torch.abs), q.trace(lambda t: cv.xlogx(t.abs())), q.trace(lambda t: t * t)
-        )
-    return {"entropy_gap": g1, "entropy_gap_alpha2": g2}
+        return {"entropy_gap": g1, "entropy_gap_se": 0.0, "entropy_gap_alpha2": g2, "entropy_gap_alpha2_se": 0.0}
+    est = cv.entropy_gaps_with_se(_n(ctx), _quadrature(ctx).abs_sums())
+    return {"entropy_gap": est.gap1, "entropy_gap_se": est.se1,
+            "entropy_gap_alpha2": est.gap2, "entropy_gap_alpha2_se": est.se2}
 
 
 def hessian_spectrum(ctx: MetricContext) -> dict[str, float]:
@@ -145,16 +175,24 @@ def optbench_register_metrics() -> list[MetricSpec]:
         MetricSpec("sharpness", sharpness, MetricWhen.EVAL,
                    "Largest algebraic Hessian eigenvalue on the curvature batch (Lanczos; exact on quadratics)",
                    columns=(ColumnSpec("sharpness", better="", short="λmax",
-                                       description="sharpness (top Hessian eigenvalue)"),)),
+                                       description="sharpness (top Hessian eigenvalue)"),
+                            ColumnSpec("sharpness_se", short="±λmax",
+                                       description="Lanczos residual of the sharpness Ritz pair (error bound)"))),
         MetricSpec("hessian-trace", hessian_trace, MetricWhen.EVAL,
-                   "Hessian trace on the curvature batch (Hutch++ on the sharpness Lanczos basis)",
-                   columns=(ColumnSpec("hessian_trace", short="tr H", description="Hessian trace"),)),
+                   "Hessian trace on the curvature batch (Hutch++ on the sharpness Lanczos basis, 32 probes)",
+                   columns=(ColumnSpec("hessian_trace", short="tr H", description="Hessian trace"),
+                            ColumnSpec("hessian_trace_se", short="±tr H",
+                                       description="standard error of the Hessian trace over its probes"))),
         MetricSpec("entropy-gap", entropy_gap, MetricWhen.EVAL,
-                   "log n − H_α of the |λ|-normalised Hessian spectrum, α = 1 and 2 (deflated SLQ)",
+                   "log n − H_α of the |λ|-normalised Hessian spectrum, α = 1 and 2 (deflated SLQ in λ², 4 × 20)",
                    columns=(ColumnSpec("entropy_gap", short="H gap",
                                        description="entropy gap of the Hessian spectrum"),
+                            ColumnSpec("entropy_gap_se", short="±H gap",
+                                       description="standard error of the entropy gap over its SLQ probes"),
                             ColumnSpec("entropy_gap_alpha2", short="H2 gap",
-                                       description="entropy gap of the Hessian spectrum, Rényi α = 2"))),
+                                       description="entropy gap of the Hessian spectrum, Rényi α = 2"),
+                            ColumnSpec("entropy_gap_alpha2_se", short="±H2 gap",
+                                       description="standard error of the α = 2 entropy gap over its probes"))),
         MetricSpec("hessian-spectrum", hessian_spectrum, MetricWhen.FINAL,
                    "Top-10 Hessian eigenvalues and an SLQ density (curves, split 'hessian')", default=False),
     ]

@@ -73,20 +73,24 @@ def test_mlp_metrics_against_dense_eigvalsh(mlp_metrics):
     assert not res.errors
     v = res.values
     assert v["sharpness"] == pytest.approx(eig[-1], rel=0.01)
-    assert v["sharpness.hvps"] <= 30
+    assert res.costs["sharpness"]["hvp_calls"] <= 30
     assert v["hessian_trace"] == pytest.approx(eig.sum(), rel=0.05)
     g1, g2 = gaps_numpy(eig)
-    # plugin defaults (4 probes × 16 steps, chosen for cost); the 2% check at 8 × 20 is in test_curvature.py
-    assert v["entropy_gap"] == pytest.approx(g1, rel=0.05)
-    assert v["entropy_gap_alpha2"] == pytest.approx(g2, rel=0.05)
+    # plugin defaults (4 probes × 20 steps); the stated bound, 3%, is checked on a CNN in test_geometry_dense.py
+    assert v["entropy_gap"] == pytest.approx(g1, rel=0.03)
+    assert v["entropy_gap_alpha2"] == pytest.approx(g2, rel=0.03)
+    assert 0 < v["entropy_gap_se"] < 0.03 * g1 and 0 < v["hessian_trace_se"] < 0.05 * abs(eig.sum())
 
 
 def test_metrics_share_one_lanczos_run_and_record_hvps(mlp_metrics):
     res, _ = mlp_metrics
-    v = res.values
-    assert v["sharpness.hvps"] > 0
-    assert v["hessian-spectrum.hvps"] == 0  # reused the sharpness run and the entropy-gap SLQ
-    assert res.hvp_calls == sum(v[f"{m}.hvps"] for m in GEOMETRY)
+    costs = res.costs
+    assert costs["sharpness"]["hvp_calls"] == 30
+    assert costs["hessian-trace"]["hvp_calls"] == 32  # Hutch++ probes only: the Lanczos basis is shared
+    assert costs["entropy-gap"]["hvp_calls"] == 4 * 20
+    assert costs["hessian-spectrum"]["hvp_calls"] == 0  # reused the sharpness run and the entropy-gap SLQ
+    assert res.hvp_calls == sum(c["hvp_calls"] for c in costs.values())
+    assert all(c["seconds"] >= 0 for c in costs.values())
 
 
 def test_spectrum_points_form_a_density(mlp_metrics):
