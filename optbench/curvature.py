@@ -270,7 +270,7 @@ class Quadrature:
 
 
 #: weight of the Gauss–Radau rule in the |λ| sums (the rest on the Gauss rule); see Quadrature.abs_sums
-RADAU_WEIGHT = 2.0 / 3.0
+RADAU_WEIGHT = 0.75
 
 
 def _tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ LANCZOS_STEPS = 30
 TRACE_PROBES = 32
 #: SLQ probes × Lanczos steps per probe for the entropy gaps (the probes advance together, batched)
 SLQ_PROBES = 4
-SLQ_STEPS = 20
+SLQ_STEPS = 30
 #: Ritz pairs with residual ≤ this × |λmax| are deflated (counted exactly) before SLQ
 DEFLATE_RTOL = 1e-2
 #: eigenvalues stored by hessian-spectrum, and grid points of its smoothed density
@@ -184,7 +184,7 @@ def optbench_register_metrics() -> list[MetricSpec]:
                             ColumnSpec("hessian_trace_se", short="±tr H",
                                        description="standard error of the Hessian trace over its probes"))),
         MetricSpec("entropy-gap", entropy_gap, MetricWhen.EVAL,
-                   "log n − H_α of the |λ|-normalised Hessian spectrum, α = 1 and 2 (deflated SLQ in λ², 4 × 20)",
+                   "log n − H_α of the |λ|-normalised Hessian spectrum, α = 1 and 2 (deflated SLQ in λ², 4 × 30)",
                    columns=(ColumnSpec("entropy_gap", short="H gap",
                                        description="entropy gap of the Hessian spectrum"),
                             ColumnSpec("entropy_gap_se", short="±H gap",
