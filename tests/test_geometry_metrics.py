@@ -79,7 +79,7 @@ def test_mlp_metrics_against_dense_eigvalsh(mlp_metrics):
     # plugin defaults (4 probes × 30 steps); the stated bound, 3%, is checked on a CNN in test_geometry_dense.py
     assert v["entropy_gap"] == pytest.approx(g1, rel=0.03)
     assert v["entropy_gap_alpha2"] == pytest.approx(g2, rel=0.03)
-    assert 0 < v["entropy_gap_se"] < 0.03 * g1 and 0 < v["hessian_trace_se"] < 0.05 * abs(eig.sum())
+    assert 0 < v["entropy_gap_se"] < 0.05 * g1 and 0 < v["hessian_trace_se"] < 0.05 * abs(eig.sum())
 
 
 def test_metrics_share_one_lanczos_run_and_record_hvps(mlp_metrics):
