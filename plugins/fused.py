@@ -100,15 +100,16 @@ def rational_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 # --- kernels (compiled by `run`; each takes the same arguments as its plugin's eager loop) ------------------------
-def lion_ib_snr_step(params, grads, ms, vs, h: torch.Tensor, bcs: torch.Tensor, fast_tanh: bool) -> None:
-    """Lion-IB, mode snr. h = (lr, wd, beta1, beta2, gain, eps); bcs[i] = 1 - beta2^t of tensor i."""
+def lion_ib_snr_step(params, grads, ms, vs, h: torch.Tensor, inv_bcs: torch.Tensor, fast_tanh: bool) -> None:
+    """Lion-IB, mode snr. h = (lr, wd, beta1, beta2, gain, eps); inv_bcs[i] = 1 / (1 - beta2^t) of tensor i (a
+    multiplication per element instead of a division: vector division dominates this kernel's cost)."""
     lr, wd, beta1, beta2, gain, eps = h[0], h[1], h[2], h[3], h[4], h[5]
     for i, (p, g, m, v) in enumerate(zip(params, grads, ms, vs, strict=True)):
         c = m * beta1 + g * (1 - beta1)
         m_new = m * beta2 + g * (1 - beta2)
         v_new = v * beta2 + g * g * (1 - beta2)
-        m_hat = m_new / bcs[i]
-        var = (v_new / bcs[i] - m_hat * m_hat).clamp_min(0) + eps
+        m_hat = m_new * inv_bcs[i]
+        var = (v_new * inv_bcs[i] - m_hat * m_hat).clamp_min(0) + eps
         kappa = (m_hat.abs() / var * gain).clamp_max(KAPPA_MAX)
         u = rational_tanh(kappa * c) if fast_tanh else torch.tanh(kappa * c)
         p.copy_(p * (1 - lr * wd) - lr * u)
@@ -130,7 +131,8 @@ def lion_ib_temperature_step(params, grads, ms, h: torch.Tensor, fast_tanh: bool
 
 def diffgrad_step(params, grads, ms, vs, prevs, h: torch.Tensor, coefs: torch.Tensor, paper_eps: bool,
                   decoupled: bool) -> None:
-    """diffGrad. h = (lr, beta1, beta2, eps, wd); coefs[i] = (bias correction 1, bias correction 2) of tensor i."""
+    """diffGrad. h = (lr, beta1, beta2, eps, wd); coefs[i] = (bias correction 1, bias correction 2) of tensor i.
+    The friction sigmoid(d) = 1 / (1 + exp(-d)) shares the step's one division: xi*m/D = m / ((1 + exp(-d)) D)."""
     lr, beta1, beta2, eps, wd = h[0], h[1], h[2], h[3], h[4]
     for i, (p, g, m, v, prev) in enumerate(zip(params, grads, ms, vs, prevs, strict=True)):
         bc1, bc2 = coefs[i, 0], coefs[i, 1]
@@ -138,12 +140,12 @@ def diffgrad_step(params, grads, ms, vs, prevs, h: torch.Tensor, coefs: torch.Te
         g = g if decoupled else g + wd * p
         m_new = m * beta1 + g * (1 - beta1)
         v_new = v * beta2 + g * g * (1 - beta2)
-        xi = torch.sigmoid((prev - g).abs())
+        friction_inv = 1 + torch.exp(-(prev - g).abs())
         if paper_eps:
-            upd = xi * m_new / ((v_new / bc2).sqrt() + eps) / bc1
+            upd = m_new / ((v_new.sqrt() * bc2.rsqrt() + eps) * friction_inv) * (lr / bc1)
         else:
-            upd = xi * m_new / (v_new.sqrt() + eps) * (bc2.sqrt() / bc1)
-        p.copy_(p0 - lr * upd)
+            upd = m_new / ((v_new.sqrt() + eps) * friction_inv) * (lr * bc2.sqrt() / bc1)
+        p.copy_(p0 - upd)
         m.copy_(m_new)
         v.copy_(v_new)
         prev.copy_(g)
@@ -159,10 +161,11 @@ def fadam_step(params, grads, ms, fs, h: torch.Tensor, beta2_ts: torch.Tensor, p
         scaled = eps2 * rms_g
         eps_t = torch.where((rms_g > 0) & (scaled < eps), scaled, eps)
         denom = (f_new.sqrt() + eps_t) if power == 0.5 else (f_new.pow(power) + eps_t.pow(2 * power))
-        gbar = g / denom
+        inv = 1 / denom  # one division per element, shared by the natural gradient and the weight-decay term
+        gbar = g * inv
         gbar = gbar / ((gbar * gbar).mean().sqrt() / clip).clamp_min(1)
         m_new = m * beta1 + gbar * (1 - beta1)
-        w = p / denom
+        w = p * inv
         w = w / ((w * w).mean().sqrt() / clip).clamp_min(1)
         p.copy_(p - lr * (m_new + wd * w))
         m.copy_(m_new)

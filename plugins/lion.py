@@ -251,8 +251,8 @@ class LionIB(torch.optim.Optimizer):
             fast = bool(group.get("fast_tanh", True)) and params[0].dtype != torch.float64
             if snr:
                 h = fused.scalars(params[0], lr, wd, beta1, beta2, gain, group["eps"])
-                fused.run(fused.lion_ib_snr_step, fallback, params, grads, ms, vs, h, fused.scalars(params[0], *bcs),
-                          fast)
+                inv_bcs = fused.scalars(params[0], *(1 / b for b in bcs))
+                fused.run(fused.lion_ib_snr_step, fallback, params, grads, ms, vs, h, inv_bcs, fast)
             else:
                 h = fused.scalars(params[0], lr, wd, beta1, beta2, gain, group["tau"])
                 fused.run(fused.lion_ib_temperature_step, fallback, params, grads, ms, h, fast)
