@@ -138,10 +138,14 @@ def unify(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     full = pa.schema(fields)
     out = []
     for t in tables:
+        if t.schema.equals(full, check_metadata=False):
+            out.append(t.replace_schema_metadata(None))
+            continue
+        index = {name: i for i, name in enumerate(t.schema.names)}
         cols = []
         for f in full:
-            if f.name in t.column_names:
-                col = t.column(f.name)
+            if f.name in index:
+                col = t.column(index[f.name])
                 cols.append(col if col.type == f.type else col.cast(f.type, safe=False))
             else:
                 cols.append(pa.nulls(t.num_rows, f.type))

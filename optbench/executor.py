@@ -139,7 +139,7 @@ def run_local(
         console.print(f"[dim]resuming: {len(done)} of {len(trials)} trials already have results[/dim]")
     if not todo:
         return outcome
-    claims = Claims(store.root, ttl_s=claim_ttl(settings.trial_timeout_s, options.claim_ttl_s))
+    claims = Claims(store.claims_root, ttl_s=claim_ttl(settings.trial_timeout_s, options.claim_ttl_s))
     claims.sweep()
     workers = max(1, min(options.workers, len(todo)))
     threads = options.threads or default_threads(workers)

@@ -145,7 +145,7 @@ def run_ray(
         connect(ray, address, kwargs, connect_timeout_s)
         started_here = True
     task_fn = ray.remote(run_in_worker)
-    claims = Claims(store.root, ttl_s=claim_ttl(settings.trial_timeout_s, claim_ttl_s))
+    claims = Claims(store.claims_root, ttl_s=claim_ttl(settings.trial_timeout_s, claim_ttl_s))
     claims.sweep()
     by_ref: dict[Any, Trial] = {}
     try:

@@ -39,6 +39,7 @@ class Tolerances:
     quality_k: float = 2.0  # how many of the baseline's seed standard deviations a quality drop may be
     quality_tol: float = 0.02  # ... or this fraction of the baseline's value, whichever is larger
     speed_tol: float = 0.25  # how much the step-time ratio to the speed reference may grow (0.25 = 25 %)
+    quality_only: bool = False  # judge quality and trial counts only (a baseline from another machine)
 
     def __post_init__(self) -> None:
         for name in ("quality_k", "quality_tol", "speed_tol"):
@@ -210,7 +211,28 @@ def _quality_check(cell: CellVerdict, base: pd.Series, cand: pd.Series, tol: Tol
     return Check("quality", PASS, f"{name} within {allowed:.3g} of baseline")
 
 
+def _interval_speed_check(cell: CellVerdict, base: pd.Series, cand: pd.Series, tol: Tolerances) -> Check | None:
+    """The interleaved ratio (optbench/speed.py) where both sides have it: slower only when even the
+    candidate's lower bound lies more than the tolerance above the baseline's upper bound."""
+    from optbench.speed import is_slower
+
+    b = tuple(_num(base.get(c)) for c in ("opt_step_ratio", "opt_step_ratio_lo", "opt_step_ratio_hi"))
+    c = tuple(_num(cand.get(c)) for c in ("opt_step_ratio", "opt_step_ratio_lo", "opt_step_ratio_hi"))
+    if any(x is None for x in (*b, *c)):
+        return None
+    ref = cand.get("speed_ref") or speed_reference()
+    cell.baseline_ratio, cell.candidate_ratio = b[0], c[0]
+    cell.ratio_growth = c[0] / b[0] - 1 if b[0] else None
+    text = f"step ×{ref} {b[0]:.2f} [{b[1]:.2f}–{b[2]:.2f}] → {c[0]:.2f} [{c[1]:.2f}–{c[2]:.2f}]"
+    if is_slower(c, b, tol.speed_tol):
+        return Check("speed", REGRESSION, f"{text}: slower beyond the intervals (allowed +{tol.speed_tol:.0%})")
+    return Check("speed", PASS, f"{text} (interleaved, intervals overlap or within +{tol.speed_tol:.0%})")
+
+
 def _speed_check(cell: CellVerdict, base: pd.Series, cand: pd.Series, tol: Tolerances) -> Check:
+    interval = _interval_speed_check(cell, base, cand, tol)
+    if interval is not None:
+        return interval
     b, c = _num(base.get("step_time_ratio")), _num(cand.get("step_time_ratio"))
     cell.baseline_ratio, cell.candidate_ratio = b, c
     if b is None or c is None:
@@ -254,7 +276,9 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, tol: Tolerances | N
         if b is None:
             _new_cell(cell, c)
         else:
-            cell.checks = [_quality_check(cell, b, c, tol), _speed_check(cell, b, c, tol), _trials_check(cell, b, c)]
+            speed = (Check("speed", SKIPPED, "speed not compared (--quality-only: the baseline ran elsewhere)")
+                     if tol.quality_only else _speed_check(cell, b, c, tol))
+            cell.checks = [_quality_check(cell, b, c, tol), speed, _trials_check(cell, b, c)]
         cells.append(cell)
     return GateReport(
         baseline=baseline_name, candidate=candidate_name, tolerances=tol, cells=cells,
@@ -273,15 +297,16 @@ def _new_cell(cell: CellVerdict, cand: pd.Series) -> None:
     cell.checks = [Check("baseline", NEW, "new: not in the baseline (nothing to compare with)")]
 
 
-def _read(root: Path, role: str, skip_bad: bool) -> tuple[pd.DataFrame, list[str]]:
-    if not root.is_dir():
+def _read(root: str | Path, role: str, skip_bad: bool) -> tuple[pd.DataFrame, list[str]]:
+    store = Store(root)
+    if not store.exists():
         raise OptbenchError(f"the {role} results directory {root} does not exist or is not a directory.",
                             f"Pass --{role} a results root written by `optbench run`.")
-    if not (root / "trials").is_dir():
+    if not store.has_layout():
         raise OptbenchError(f"{root} has no trials/ folder, so it is not an optbench results root.",
                             f"Pass --{role} the directory given to `optbench run --results`.")
     try:
-        res = Store(root).read(on_bad="skip" if skip_bad else "raise")
+        res = store.read(on_bad="skip" if skip_bad else "raise")
     except PermissionError as exc:
         raise OptbenchError(f"cannot read the {role} results under {root}: {exc.strerror}.",
                             "Check the directory's permissions.") from None
@@ -289,10 +314,14 @@ def _read(root: Path, role: str, skip_bad: bool) -> tuple[pd.DataFrame, list[str
 
 
 def run_gate(baseline: str | Path, candidate: str | Path, tol: Tolerances | None = None,
-             skip_bad: bool = False) -> GateReport:
-    """Read both results roots and compare them; unusable input raises OptbenchError (exit 2)."""
-    base_trials, base_problems = _read(Path(baseline), "baseline", skip_bad)
-    cand_trials, cand_problems = _read(Path(candidate), "candidate", skip_bad)
+             skip_bad: bool = False, tasks: list[str] | None = None) -> GateReport:
+    """Read both results roots and compare them (only `tasks`, if given); unusable input raises
+    OptbenchError (exit 2)."""
+    base_trials, base_problems = _read(baseline, "baseline", skip_bad)
+    cand_trials, cand_problems = _read(candidate, "candidate", skip_bad)
+    if tasks:
+        base_trials = base_trials[base_trials["task"].isin(tasks)]
+        cand_trials = cand_trials[cand_trials["task"].isin(tasks)]
     report = compare(base_trials, cand_trials, tol, str(baseline), str(candidate))
     report.problems = base_problems + cand_problems
     return report

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import optbench
+from optbench import speed
 from optbench.closure import StepClosure
 from optbench.config import config_label, normalise_schedule
 from optbench.deadline import hard_deadline
@@ -48,6 +49,9 @@ class RunSettings:
     trial_timeout_s: float | None = None
     run_id: str = ""
     log_points: int = 200  # train-loss curve points per trial (at most)
+    speed_ref: str | None = "adamw"  # reference of the interleaved step-time ratio (optbench/speed.py); None: off
+    speed_pairs: int = 21  # interleaved A/B step pairs per trial
+    speed_threads: int | None = 1  # torch threads while timing on CPU (None: the trial's own)
 
 
 @dataclass
@@ -349,6 +353,31 @@ class _TrialRun:
         self.curves.append({"trial_id": self.trial.trial_id, "step": self.step, "wall_time_s": self.train_time,
                             "split": split, "name": name, "value": float(value)})
 
+    # --- speed ----------------------------------------------------------------------------------------
+    def speed_ratio(self) -> dict[str, Any]:
+        """The optimizer's step time over the reference optimizer's, interleaved on this task's parameter
+        shapes (optbench/speed.py); empty where it cannot be measured (no reference, an optimizer that needs
+        the model or Hessian-vector products, or a step that fails on copies)."""
+        ref_name = self.settings.speed_ref
+        spec = self.opt_reg.spec
+        if not ref_name or ref_name not in self.registry.entries.get("optimizer", {}) or spec.wants_model:
+            return {}
+        if self.needs is Needs.HESSIAN:
+            return {}
+        ref = self.registry.optimizer(ref_name).spec
+        hparams = dict(self.trial.hparams)
+        needs_closure = self.needs is not Needs.GRADIENT
+        threads = self.settings.speed_threads if self.device.type == "cpu" else None
+        try:
+            ratio = speed.optimizer_step_ratio(lambda ps: spec.build(ps, **hparams),
+                                               lambda ps: ref.build(ps, **dict(ref.defaults)),
+                                               list(self.params), needs_closure=needs_closure,
+                                               pairs=self.settings.speed_pairs,
+                                               threads=threads)
+        except Exception:  # noqa: BLE001 - the trial itself went fine; only this extra figure is missing
+            return {}
+        return ratio.row(ref_name) if ratio.pairs else {}
+
     # --- finish ---------------------------------------------------------------------------------------
     def finish(self) -> None:
         """Totals, speed and memory; runs whatever the trial's status, with whatever the phases reached."""
@@ -369,6 +398,8 @@ class _TrialRun:
             row["forward_passes"] = self.closure.passes["forward"] / n
             row["backward_passes"] = self.closure.passes["backward"] / n
         row["optimizer_state_mb"] = _state_mb(self.optimizer)
+        if ok:
+            row.update(self.speed_ratio())
         if ok:
             row["final_test_loss"] = self.quality.get("test_loss")
             row["final_test_accuracy"] = self.quality.get("test_accuracy")

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -32,9 +32,7 @@ from optbench import storefs
 from optbench.conform import BadFile, check_types, conform, unify
 from optbench.errors import OptbenchError
 from optbench.schema import (
-    COLUMNS_KEY,
     CORE_SCHEMA,
-    PLUGINS_KEY,
     as_trial_row,
     columns_from_metadata,
     columns_metadata,
@@ -105,7 +103,14 @@ def curve_table(points: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(points), schema=_with_meta(CURVE_SCHEMA, "curves"))
 
 
-class _Source:
+def winner_mask(ids: pa.ChunkedArray, owner: np.ndarray, won_ids: pa.ChunkedArray, won_owner: np.ndarray,
+                ) -> np.ndarray:
+    """For rows (ids, owner): whether that row's source is the one whose copy of the trial won."""
+    winner = pd.Series(won_owner, index=won_ids.to_numpy(zero_copy_only=False))
+    return winner.reindex(ids.to_numpy(zero_copy_only=False)).to_numpy() == owner
+
+
+class Source:
     """One file holding trial rows: a per-trial file or a segment; `rank` orders copies (higher wins)."""
 
     __slots__ = ("path", "rank", "curves")
@@ -135,11 +140,28 @@ class Store:
         return self.loc.path if self.loc.local is not None else self.loc.uri
 
     @property
+    def claims_root(self) -> Path:
+        """Where this host keeps its claims (claims.py): the root itself when local; for a remote root a local
+        folder named after it, since object stores have no atomic create-if-absent (claims then only
+        coordinate the drivers of this machine)."""
+        if self.loc.local is not None:
+            return self.loc.local
+        import hashlib
+
+        digest = hashlib.sha256(self.loc.uri.encode()).hexdigest()[:16]
+        return Path.home() / ".cache" / "optbench" / "claims" / digest
+
+    @property
     def is_local(self) -> bool:
         return self.loc.local is not None
 
     def exists(self) -> bool:
         return self.loc.fs.get_file_info(self.loc.path).type == pafs.FileType.Directory
+
+    def has_layout(self) -> bool:
+        """Whether the root looks like one `optbench run` wrote (a trials/ or segments/ folder)."""
+        infos = self.loc.fs.get_file_info([self.loc.join(TRIALS), self.loc.join(SEGMENTS)])
+        return any(i.type == pafs.FileType.Directory for i in infos)
 
     def prepare(self) -> None:
         """Create the layout and prove it is writable, before any trial runs."""
@@ -167,14 +189,19 @@ class Store:
         storefs.write_table_atomic(self.loc, f"{TRIALS}/{trial_id}.parquet", trial_table(row))
 
     # --- which trials are done ----------------------------------------------------------------------
-    def _check_header(self, path: str, kind: str) -> pa.Schema:
-        """The file's schema if it can be a `kind` file; BadFile otherwise; a newer schema stops the command."""
+    def _open(self, path: str) -> pq.ParquetFile:
+        """The file with its footer parsed (the footer is all that resume looks at)."""
         try:
-            schema = pq.read_schema(path, filesystem=self.loc.fs)
+            return pq.ParquetFile(path, filesystem=self.loc.fs, pre_buffer=False)
         except FileNotFoundError:
             raise
         except Exception as exc:  # noqa: BLE001 - anything unreadable is a bad file, named by the caller
             raise BadFile(f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
+
+    def _check_header(self, path: str, kind: str, schema: pa.Schema | None = None) -> pa.Schema:
+        """The file's schema if it can be a `kind` file; BadFile otherwise; a newer schema stops the command."""
+        if schema is None:
+            schema = self._open(path).schema_arrow
         meta = schema.metadata or {}
         declared = meta.get(KIND_KEY)
         if declared is not None and declared != kind.encode():
@@ -198,19 +225,19 @@ class Store:
 
     def _segment_ids(self) -> frozenset[str]:
         """Trial ids held by segments (one column read per segment, cached while the segments stay the same)."""
-        names = tuple(i.path for i in self._segments())
+        names = tuple(i.path for i in self.segments())
         if self._segment_index is None or self._segment_index[0] != names:
             ids: set[str] = set()
             for path in names:
                 try:
-                    ids.update(pq.read_table(path, columns=["trial_id"], filesystem=self.loc.fs)
+                    ids.update(pq.ParquetFile(path, filesystem=self.loc.fs).read(columns=["trial_id"])
                                .column("trial_id").to_pylist())
                 except FileNotFoundError:
                     continue  # merged away by a concurrent `optbench compact`: its rows live in a newer segment
             self._segment_index = (names, frozenset(ids))
         return self._segment_index[1]
 
-    def _segments(self) -> list[pafs.FileInfo]:
+    def segments(self) -> list[pafs.FileInfo]:
         return [i for i in storefs.list_files(self.loc, SEGMENTS) if i.base_name.startswith("trials-")]
 
     def has(self, trial_id: str, problems: list[ReadProblem] | None = None) -> bool:
@@ -254,61 +281,84 @@ class Store:
         return Path(path) if self.is_local else path
 
     # --- reading ------------------------------------------------------------------------------------
-    def _sources(self) -> list[_Source]:
+    def sources(self) -> list[Source]:
         """Every file holding trial rows, lowest precedence first."""
         out = []
-        for rank, info in enumerate(self._segments()):
-            out.append(_Source(info.path, rank, self.loc.join(SEGMENTS, "curves-" + info.base_name[len("trials-"):])))
+        for rank, info in enumerate(self.segments()):
+            out.append(Source(info.path, rank, self.loc.join(SEGMENTS, "curves-" + info.base_name[len("trials-"):])))
         base = len(out)
         for info in storefs.list_files(self.loc, TRIALS):
-            out.append(_Source(info.path, base, self.loc.join(CURVES, info.base_name)))
+            out.append(Source(info.path, base, self.loc.join(CURVES, info.base_name)))
         return out
 
-    def _read_one(self, path: str, kind: str, columns: Sequence[str] | None) -> pa.Table:
-        file_schema = self._check_header(path, kind)
-        schema = TRIAL_SCHEMA if kind == TRIALS else CURVE_SCHEMA
-        required = REQUIRED_TRIAL if kind == TRIALS else REQUIRED_CURVE
-        if columns is not None:
-            wanted = [c for c in columns if c in file_schema.names]
-            schema = pa.schema([f for f in schema if f.name in columns])
-            required = [c for c in required if c in columns]
-        else:
-            wanted = None
+    def _read_raw(self, path: str, kind: str, columns: Sequence[str] | None) -> pa.Table:
+        """One file's rows as written (checked: kind, required columns present and filled)."""
+        pf = self._open(path)
+        file_schema = self._check_header(path, kind, pf.schema_arrow)
+        wanted = None if columns is None else [c for c in columns if c in file_schema.names]
         try:
-            table = pq.read_table(path, columns=wanted, filesystem=self.loc.fs, use_threads=False)
+            table = pf.read(columns=wanted, use_threads=False)
         except FileNotFoundError:
             raise
         except Exception as exc:  # noqa: BLE001 - a torn or corrupt body
             raise BadFile(f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
-        kept = {k: v for k, v in (file_schema.metadata or {}).items() if k in (COLUMNS_KEY, PLUGINS_KEY)}
-        return conform(table, schema, required).replace_schema_metadata(kept or None)
+        for name in REQUIRED_TRIAL if kind == TRIALS else REQUIRED_CURVE:
+            if name in table.column_names and table.column(name).null_count:
+                raise BadFile(f"required column {name!r} has empty values")
+        return table  # its metadata (e.g. column declarations) travels with the conformed group
 
-    def _read_many(self, paths: list[str], kind: str, columns: Sequence[str] | None, on_bad: str,
-                   problems: list[ReadProblem]) -> list[pa.Table | None]:
-        """Read files in parallel (pyarrow releases the GIL); None where a file is bad or gone."""
+    def read_many(self, paths: list[str], kind: str, columns: Sequence[str] | None, on_bad: str,
+                  problems: list[ReadProblem]) -> list[tuple[np.ndarray, pa.Table]]:
+        """Read `paths` (in parallel: pyarrow releases the GIL) and conform them to the canonical schema.
+        Files sharing one physical schema are conformed together, so a thousand per-trial files cost one
+        cast, not a thousand. Returns (for each row the index of its file in `paths`, rows) pairs; bad files
+        are reported (or raise) and gone ones (compacted meanwhile) skipped."""
+        schema = TRIAL_SCHEMA if kind == TRIALS else CURVE_SCHEMA
+        required = REQUIRED_TRIAL if kind == TRIALS else REQUIRED_CURVE
+        if columns is not None:
+            schema = pa.schema([f for f in schema if f.name in columns])
+            required = tuple(c for c in required if c in columns)
 
         def one(path: str) -> pa.Table | BadFile | None:
             try:
-                return self._read_one(path, kind, columns)
+                return self._read_raw(path, kind, columns)
             except FileNotFoundError:
-                return None  # compacted meanwhile
+                return None
             except BadFile as exc:
                 return exc
 
         if len(paths) > 64:
             with ThreadPoolExecutor(max_workers=4) as pool:
-                results = list(pool.map(one, paths, chunksize=64))
+                raw = list(pool.map(one, paths, chunksize=64))
         else:
-            results = [one(p) for p in paths]
-        out: list[pa.Table | None] = []
-        for path, result in zip(paths, results, strict=True):
+            raw = [one(p) for p in paths]
+
+        def bad(i: int, exc: BadFile) -> None:
+            problem = ReadProblem(self._shown(paths[i]), str(exc))
+            if on_bad == "raise":
+                raise OptbenchError(f"{problem}.", "Delete or move the file, or pass --skip-bad.")
+            problems.append(problem)
+
+        groups: dict[pa.Schema, list[int]] = {}
+        for i, result in enumerate(raw):
             if isinstance(result, BadFile):
-                problem = ReadProblem(self._shown(path), str(result))
-                if on_bad == "raise":
-                    raise OptbenchError(f"{problem}.", "Delete or move the file, or pass --skip-bad.")
-                problems.append(problem)
-                result = None
-            out.append(result)
+                bad(i, result)
+            elif result is not None:
+                groups.setdefault(result.schema, []).append(i)
+        out = []
+        for members in groups.values():
+            try:
+                table = conform(pa.concat_tables([raw[i] for i in members]), schema, required)
+                table = table.replace_schema_metadata(raw[members[0]].schema.metadata)
+                owner = np.repeat(np.array(members, np.int64), [raw[i].num_rows for i in members])
+                out.append((owner, table))
+            except BadFile:  # some member's values do not fit: find which, one by one
+                for i in members:
+                    try:
+                        table = conform(raw[i], schema, required).replace_schema_metadata(raw[i].schema.metadata)
+                        out.append((np.full(raw[i].num_rows, i, np.int64), table))
+                    except BadFile as exc:
+                        bad(i, exc)
         return out
 
     def scan(self, columns: Sequence[str] | None = None, with_curves: bool = False, on_bad: str = "skip",
@@ -316,41 +366,46 @@ class Store:
         """Every trial's newest row as one Arrow table (and its curves), plus the files that were skipped."""
         if not self.exists():
             raise OptbenchError(f"no results directory at {self.root}.", "Run `optbench run` first or pass --results.")
-        if columns is not None:
-            columns = list(dict.fromkeys(["trial_id", *columns]))
         problems: list[ReadProblem] = []
-        sources = self._sources()
-        tables = self._read_many([s.path for s in sources], TRIALS, columns, on_bad, problems)
-        kept = [(s, t) for s, t in zip(sources, tables, strict=True) if t is not None]
-        schema = TRIAL_SCHEMA if columns is None else pa.schema([f for f in TRIAL_SCHEMA if f.name in columns])
-        declared = merge_columns(columns_from_metadata(t.schema.metadata) for _, t in kept)
-        facts = merge_facts(facts_from_metadata(t.schema.metadata) for _, t in kept)
-        trials = unify([t for _, t in kept], schema).replace_schema_metadata(
-            {**columns_metadata(declared), MERGED_FACTS_KEY: json.dumps(facts).encode()})
-        owner = pa.array([i for i, (_, t) in enumerate(kept) for _ in range(t.num_rows)], pa.int64())
-        ids = pd.Series(trials.column("trial_id").to_numpy(zero_copy_only=False))
-        winners = ~ids.duplicated(keep="last").to_numpy()
-        if not winners.all():
-            trials, owner = trials.filter(pa.array(winners)), owner.filter(pa.array(winners))
-        curves = None
-        if with_curves:
-            curves = self._curves(kept, trials, owner, on_bad, problems)
+        sources = self.sources()
+        rows_of, trials, owner = self.gather(sources, columns, on_bad, problems)
+        curves = self._curves(sources, rows_of, trials, owner, on_bad, problems) if with_curves else None
         return trials, curves, problems
 
-    def _curves(self, kept: list[tuple[_Source, pa.Table]], trials: pa.Table, owner: pa.Array, on_bad: str,
-                problems: list[ReadProblem]) -> pa.Table:
+    def gather(self, sources: list[Source], columns: Sequence[str] | None, on_bad: str,
+               problems: list[ReadProblem]) -> tuple[np.ndarray, pa.Table, np.ndarray]:
+        """Read `sources` (lowest precedence first) and keep each trial's winning row: the one from the
+        source latest in the list. Returns the number of rows read from each source, the winning rows, and
+        for each winning row the index of its source."""
+        if columns is not None:
+            columns = list(dict.fromkeys(["trial_id", *columns]))
+        parts = self.read_many([s.path for s in sources], TRIALS, columns, on_bad, problems)
+        schema = TRIAL_SCHEMA if columns is None else pa.schema([f for f in TRIAL_SCHEMA if f.name in columns])
+        declared = merge_columns(columns_from_metadata(t.schema.metadata) for _, t in parts)
+        facts = merge_facts(facts_from_metadata(t.schema.metadata) for _, t in parts)
+        trials = unify([t for _, t in parts], schema).replace_schema_metadata(
+            {**columns_metadata(declared), MERGED_FACTS_KEY: json.dumps(facts).encode()})
+        owner = np.concatenate([o for o, _ in parts]) if parts else np.zeros(0, np.int64)
+        rows_of = np.bincount(owner, minlength=len(sources))
+        ids = pd.Series(trials.column("trial_id").to_numpy(zero_copy_only=False))
+        if ids.duplicated().any():
+            order = np.argsort(owner, kind="stable")
+            keep = order[~ids.iloc[order].duplicated(keep="last").to_numpy()]
+            keep.sort()
+            trials, owner = trials.take(pa.array(keep)), owner[keep]
+        return rows_of, trials, owner
+
+    def _curves(self, sources: list[Source], rows_of: np.ndarray, trials: pa.Table, owner: np.ndarray,
+                on_bad: str, problems: list[ReadProblem]) -> pa.Table:
         """The curves of each winning row, from the file or segment that row came from."""
-        owners = owner.to_numpy()
-        used = sorted(set(owners.tolist()))
-        tables = self._read_many([kept[i][0].curves for i in used], CURVES, None, on_bad, problems)
+        used = np.unique(owner)
+        parts = self.read_many([sources[i].curves for i in used], CURVES, None, on_bad, problems)
+        superseded = int(rows_of.sum()) != trials.num_rows
         out = []
-        ids = trials.column("trial_id")
-        for i, table in zip(used, tables, strict=True):
-            if table is None:
-                continue
-            if (owners == i).sum() != kept[i][1].num_rows:  # some of this source's rows were superseded
-                won = pc.filter(ids, pa.array(owners == i))
-                table = table.filter(pc.is_in(table.column("trial_id"), value_set=won.combine_chunks()))
+        for own, table in parts:
+            if superseded:  # keep a curve point only where its source is the one whose row won
+                mask = winner_mask(table.column("trial_id"), used[own], trials.column("trial_id"), owner)
+                table = table.filter(pa.array(mask))
             out.append(table)
         return unify(out, CURVE_SCHEMA)
 

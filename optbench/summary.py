@@ -27,6 +27,8 @@ MEAN_COLUMNS = [
     "final_train_loss", "final_val_loss", "final_val_accuracy", "final_test_loss", "final_test_accuracy",
     "time_to_target_s", "steps_to_target", "step_time_ms", "optimizer_step_ms", "optimizer_state_mb", "wall_time_s",
 ]
+#: interleaved step-time ratio and its interval (optbench/speed.py): per cell, the median over ok seeds
+SPEED_COLUMNS = ["opt_step_ratio", "opt_step_ratio_lo", "opt_step_ratio_hi"]
 #: statuses counted per cell besides ok
 STATUSES = ("diverged", "failed", "timeout", "crashed")
 
@@ -112,41 +114,81 @@ def summarize(trials: pd.DataFrame, include_search: bool = False,
     means = [*MEAN_COLUMNS, *(c.name for c in metric_columns(trials, columns))]
     trials = trials.copy()
     trials["ok"] = trials["status"] == "ok"
-    rows: list[dict[str, Any]] = []
-    for key, grp in trials.groupby(GROUP, sort=True):
-        ok = grp[grp["ok"]]
-        out: dict[str, Any] = dict(zip(GROUP, key, strict=True))
-        out["config"] = str(grp["config"].dropna().iloc[0]) if grp["config"].notna().any() else out["optimizer"]
-        out["schedule"] = _first(grp, "schedule")
-        out["hparams"] = _first(grp, "hparams")
-        out["skipped"] = int((grp["status"] == "skipped").sum())  # not applicable: not a seed that ran
-        out["seeds"] = len(grp) - out["skipped"]
-        out["ok"] = int(grp["ok"].sum())
-        for status in STATUSES:
-            out[status] = int((grp["status"] == status).sum())
-        out["dataset"] = ", ".join(sorted(set(grp["dataset"].dropna())))
-        out["synthetic"] = bool(grp["synthetic"].fillna(False).any())
-        out["reached"] = int(ok["steps_to_target"].notna().sum())
-        for col in means:
-            vals = pd.to_numeric(ok[col], errors="coerce").dropna() if col in ok else pd.Series(dtype=float)
-            out[f"{col}_mean"] = float(vals.mean()) if len(vals) else math.nan
-            out[f"{col}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else math.nan)
-        out["errors"] = "; ".join(sorted(set(grp.loc[~grp["ok"], "error"].dropna().astype(str))))[:500]
-        out["applicable"] = out["seeds"] > 0
-        out["study"] = ", ".join(sorted(set(grp["study"].dropna().astype(str)) - {""})) or None
-        out["tuned"] = bool((grp["study_role"] == "final").any())
-        out["selected"] = bool(grp["selected"].fillna(False).astype(bool).any()) if "selected" in grp else False
-        ranks = pd.to_numeric(grp["config_rank"], errors="coerce").dropna() if "config_rank" in grp else []
-        out["config_rank"] = int(ranks.min()) if len(ranks) else None
-        rows.append(out)
-    table = pd.DataFrame(rows)
-    return add_step_time_ratio(trials, table)
+    return add_step_time_ratio(trials, _cells(trials, means))
 
 
-def _first(grp: pd.DataFrame, col: str) -> Any:
-    if col not in grp or not grp[col].notna().any():
-        return None
-    return grp[col].dropna().iloc[0]
+def _joined(frame: pd.DataFrame, col: str, index: pd.Index, sep: str, empty: Any) -> pd.Series:
+    """Per cell: the sorted distinct non-empty strings of `col`, joined (`empty` where there are none)."""
+    if col not in frame:
+        return pd.Series(empty, index=index, dtype=object)
+    vals = frame[[*GROUP, col]].dropna(subset=[col])
+    vals = vals.assign(**{col: vals[col].astype(str)})
+    vals = vals[vals[col] != ""].drop_duplicates().sort_values(col)
+    joined = vals.groupby(GROUP, sort=True)[col].agg(sep.join)
+    return joined.reindex(index).astype(object).where(lambda s: s.notna(), empty)
+
+
+def _cells(trials: pd.DataFrame, means: list[str]) -> pd.DataFrame:
+    """One row per cell, computed with group-bys over the whole table (the cost grows with the number of
+    trials only through vectorised passes, so 100k trials summarise in about a second)."""
+    t = trials
+    status = t["status"]
+    flags = {"skipped": status == "skipped", "ok": t["ok"], **{s: status == s for s in STATUSES}}
+    extra = {f"_n_{k}": v.astype("int64") for k, v in flags.items()}
+    extra["_synthetic"] = t["synthetic"].fillna(False).astype(bool) if "synthetic" in t else False
+    extra["_tuned"] = (t["study_role"] == "final") if "study_role" in t else False
+    extra["_selected"] = t["selected"].fillna(False).astype(bool) if "selected" in t else False
+    if "config_rank" in t:
+        extra["_rank"] = pd.to_numeric(t["config_rank"], errors="coerce")
+    t = t.assign(**extra)
+    g = t.groupby(GROUP, sort=True)
+    out = g.size().rename("_n").to_frame()
+    index = out.index
+    firsts = g[[c for c in ("config", "schedule", "hparams") if c in t]].first()
+    optimizer = pd.Series(index.get_level_values("optimizer"), index=index)
+    out["config"] = firsts["config"].where(firsts["config"].notna(), optimizer).astype(str) \
+        if "config" in firsts else optimizer
+    for col in ("schedule", "hparams"):
+        out[col] = firsts[col].astype(object).where(firsts[col].notna(), None) if col in firsts else None
+    counts = g[[f"_n_{k}" for k in flags]].sum()
+    out["skipped"] = counts["_n_skipped"]
+    out["seeds"] = out["_n"] - out["skipped"]
+    out["ok"] = counts["_n_ok"]
+    for s in STATUSES:
+        out[s] = counts[f"_n_{s}"]
+    out["dataset"] = _joined(t, "dataset", index, ", ", "")
+    out["synthetic"] = g["_synthetic"].any()
+    ok = t[t["ok"]]
+    og = ok.groupby(GROUP, sort=True)
+    out["reached"] = og["steps_to_target"].count().reindex(index, fill_value=0).astype("int64")
+    present = [c for c in means if c in ok]
+    numeric = ok[GROUP].join(ok[present].apply(pd.to_numeric, errors="coerce"))
+    stats = numeric.groupby(GROUP, sort=True)[present].agg(["mean", "std", "count"]).reindex(index)
+    for col in means:
+        if col not in present:
+            out[f"{col}_mean"] = math.nan
+            out[f"{col}_std"] = math.nan
+            continue
+        n = stats[(col, "count")].fillna(0)
+        out[f"{col}_mean"] = stats[(col, "mean")].where(n > 0, math.nan)
+        out[f"{col}_std"] = stats[(col, "std")].where(n > 1, 0.0).where(n > 0, math.nan)
+    ratios = [c for c in SPEED_COLUMNS if c in ok]  # interleaved step-time ratio (optbench/speed.py)
+    if ratios:
+        med = ok[GROUP].join(ok[ratios].apply(pd.to_numeric, errors="coerce")).groupby(GROUP, sort=True)[ratios]
+        out = out.join(med.median().reindex(index))
+    out["speed_ref"] = g["speed_ref"].first() if "speed_ref" in t else None
+    errors = _joined(t[~t["ok"]], "error", index, "; ", "")
+    out["errors"] = errors.str.slice(0, 500)
+    out["applicable"] = out["seeds"] > 0
+    out["study"] = _joined(t, "study", index, ", ", None)
+    out["tuned"] = g["_tuned"].any()
+    out["selected"] = g["_selected"].any()
+    if "_rank" in t:
+        ranks = g["_rank"].min()
+        out["config_rank"] = [None if pd.isna(r) else int(r) for r in ranks]
+    else:
+        out["config_rank"] = None
+    return out.drop(columns="_n").reset_index()
 
 
 def add_step_time_ratio(trials: pd.DataFrame, table: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:

@@ -189,8 +189,10 @@ def test_gate_agrees_with_optbench_results(cli, baseline, tmp_path):
         # `results --json` prints 15 decimals (pandas' limit); the gate prints full precision
         assert cell["baseline_mean"] == pytest.approx(summary[name]["final_test_loss_mean"], rel=1e-6)
         assert cell["baseline_std"] == pytest.approx(summary[name]["final_test_loss_std"], rel=1e-6)
-        assert cell["baseline_ratio"] == pytest.approx(summary[name]["step_time_ratio"], rel=1e-6)
-    assert cells["adamw"]["baseline_ratio"] == 1.0
+        # every trial timed its step against adamw interleaved (optbench/speed.py): the gate shows that ratio
+        assert cell["baseline_ratio"] == pytest.approx(summary[name]["opt_step_ratio"], rel=1e-6)
+        row = summary[name]
+        assert row["opt_step_ratio_lo"] <= row["opt_step_ratio"] <= row["opt_step_ratio_hi"]
 
 
 def test_markdown_summary_and_missing_cells(cli, baseline, tmp_path):
@@ -201,12 +203,12 @@ def test_markdown_summary_and_missing_cells(cli, baseline, tmp_path):
     assert result.exit_code == 1
     text = md.read_text()
     assert text.startswith("earlier step\n")  # appended, as $GITHUB_STEP_SUMMARY wants
-    assert "❌ **optbench gate failed: 1 regression(s)**" in text
+    assert "❌ **optbench gate failed:" in text
     assert f"| {TASK}/smoke | {OPT} | 3/3 → 1/1 | test loss |" in text
     assert f"`{TASK}/smoke:adamw`" in text  # the cell the candidate did not run is named
-    # no adamw in the candidate run: speed cannot be judged, and the gate says so instead of guessing
+    # no adamw trial in the candidate run, yet speed is judged: each trial timed itself against adamw
     speed = run_gate(baseline, candidate).cells[0].check("speed")
-    assert speed.status == "skipped" and "no ok adamw trial in the same run of the candidate" in speed.detail
+    assert speed.status in ("pass", "regression") and "[" in speed.detail and "step ×adamw" in speed.detail
 
 
 def test_unusable_input_exits_2(cli, baseline, tmp_path):

@@ -166,3 +166,116 @@ def test_curves_file_is_not_a_trials_file(results):
     res = Store(results).read()
     assert [p.path.name for p in res.problems] == ["stray.parquet"]
     assert "not an optbench trials file" in res.problems[0].reason
+
+
+# --- compaction (issue 16.5) --------------------------------------------------------------------------------
+def snapshot(root) -> tuple[pd.DataFrame, pd.DataFrame]:
+    res = Store(root).read(with_curves=True)
+    assert res.problems == []
+    trials = res.trials.sort_values("trial_id").reset_index(drop=True)
+    curves = res.curves.sort_values(["trial_id", "name", "step"]).reset_index(drop=True)
+    return trials, curves
+
+
+def assert_same(a, b) -> None:
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+
+
+def test_compact_folds_trials_into_a_segment_and_resume_sees_them(results):
+    before = snapshot(results)
+    ids = {p.stem for p in trial_files(results)}
+    out = invoke("compact", "--results", str(results))
+    assert out.exit_code == 0, out.output
+    assert "compacted 2 trial(s) into 1 segment(s), removed 4 file(s)" in out.stderr
+    assert trial_files(results) == [] and list((results / "curves").glob("*.parquet")) == []
+    assert sorted(p.name.split("-")[0] for p in (results / "segments").iterdir()) == ["curves", "trials"]
+    assert_same(before, snapshot(results))
+    assert Store(results).done_ids() == ids and all(Store(results).has(i) for i in ids)
+    out = invoke(*RUN, "--results", str(results))
+    assert out.exit_code == 0 and "ran 0 trial(s) (nothing new); 2 already done" in out.stderr, out.output
+    again = invoke("compact", "--results", str(results))  # nothing left to do: nothing changes
+    assert "compacted 0 trial(s) into 0 segment(s), removed 0 file(s)" in again.stderr
+    assert_same(before, snapshot(results))
+
+
+@pytest.mark.parametrize("crash_at", ["trials segment", "removing sources"])
+def test_interrupted_compaction_reads_right_and_is_finished_by_the_next(results, monkeypatch, crash_at):
+    import optbench.compact as compact_mod
+    from optbench.compact import compact
+
+    before = snapshot(results)
+    real_write, real_finish = compact_mod.storefs.write_table_atomic, compact_mod._finish
+
+    def write(loc, rel, table):
+        if crash_at == "trials segment" and rel.startswith("segments/trials-"):
+            raise KeyboardInterrupt
+        return real_write(loc, rel, table)
+
+    def finish(store, manifest, report):
+        if crash_at == "removing sources":
+            raise KeyboardInterrupt
+        return real_finish(store, manifest, report)
+
+    monkeypatch.setattr(compact_mod.storefs, "write_table_atomic", write)
+    monkeypatch.setattr(compact_mod, "_finish", finish)
+    with pytest.raises(KeyboardInterrupt):
+        compact(Store(results))
+    assert len(trial_files(results)) == 2  # nothing was lost or removed
+    assert_same(before, snapshot(results))  # no duplicates either
+    monkeypatch.setattr(compact_mod.storefs, "write_table_atomic", real_write)
+    monkeypatch.setattr(compact_mod, "_finish", real_finish)
+    report = compact(Store(results))
+    assert report.resumed == 1 and trial_files(results) == []
+    assert report.trials == (2 if crash_at == "trials segment" else 0)  # else the segment was already whole
+    assert len(list((results / "segments").glob("trials-*.parquet"))) == 1
+    assert list((results / "segments").glob("*.json")) == []
+    assert_same(before, snapshot(results))
+
+
+def test_newer_per_trial_file_wins_over_a_segment_and_compacts_over_it(results):
+    from optbench.compact import compact
+
+    compact(Store(results))
+    trials, _ = snapshot(results)
+    row = trials.iloc[0].to_dict()
+    row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+    row.update(status="failed", error="re-run with --force")
+    Store(results).write(row, [])
+    assert Store(results).read().trials.set_index("trial_id").loc[row["trial_id"], "status"] == "failed"
+    report = compact(Store(results))  # the loose file and the small segment merge into one segment
+    assert report.trials == 2 and len(list((results / "segments").glob("trials-*.parquet"))) == 1
+    after, curves = snapshot(results)
+    assert len(after) == 2 and after.set_index("trial_id").loc[row["trial_id"], "status"] == "failed"
+    assert set(curves["trial_id"]) == {t for t in after["trial_id"] if t != row["trial_id"]}
+
+
+def test_compaction_leaves_bad_files_in_place(results):
+    from optbench.compact import compact
+
+    bad = trial_files(results)[0]
+    pq.write_table(pq.read_table(bad).drop_columns(["status"]), bad)
+    report = compact(Store(results))
+    assert report.trials == 1 and bad.exists()
+    assert [p.path.name for p in report.problems] == [bad.name]
+    assert not Store(results).has(bad.stem)
+
+
+def test_results_on_a_filesystem_uri(results):
+    """A file:// URI through the CLI, and fsspec's in-memory filesystem through the API (no network)."""
+    before = snapshot(results)
+    out = invoke("results", "--results", f"file://{results}", "--json")
+    assert out.exit_code == 0 and '"optimizer":"sgd"' in out.stdout.replace(" ", ""), out.output
+    pytest.importorskip("fsspec")
+    from optbench.compact import compact
+
+    mem = Store(f"memory://optbench-test-{results.parent.name}")
+    trials, curves = before
+    for tid, row in trials.set_index("trial_id", drop=False).iterrows():
+        clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.to_dict().items()}
+        mem.write(clean, curves[curves["trial_id"] == tid].to_dict("records"))
+    assert mem.done_ids() == set(trials["trial_id"])
+    assert_same(before, snapshot(mem.root))
+    assert compact(mem).trials == 2
+    assert_same(before, snapshot(mem.root))
+    assert mem.done_ids() == set(trials["trial_id"])

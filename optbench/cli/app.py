@@ -79,6 +79,7 @@ def main(ctx: click.Context) -> None:
 
 
 def _add_commands() -> None:
+    from optbench.cli.compact import compact_cmd
     from optbench.cli.gate import gate_cmd
     from optbench.cli.leaderboard import leaderboard
     from optbench.cli.list import list_cmd
@@ -89,7 +90,7 @@ def _add_commands() -> None:
     from optbench.cli.tune import tune_cmd
 
     for command in (list_cmd, run_cmd, results_cmd, gate_cmd, new_plugin_cmd, check_plugin_cmd, leaderboard,
-                    report_cmd, tune_cmd):
+                    report_cmd, tune_cmd, compact_cmd):
         main.add_command(command)
 
 

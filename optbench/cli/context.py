@@ -17,6 +17,23 @@ if TYPE_CHECKING:
 DEFAULT_RESULTS = "optbench-results"
 
 
+class ResultsRoot(click.ParamType):
+    """A results root: a local directory (given back as a Path) or a filesystem URI such as s3://bucket/runs
+    or file:///data/runs (given back as the string, which pathlib would mangle)."""
+
+    name = "DIR|URI"
+
+    def convert(self, value, param, ctx):
+        from pathlib import Path
+
+        if isinstance(value, Path) or "://" not in str(value):
+            return Path(value)
+        return str(value)
+
+
+RESULTS_ROOT = ResultsRoot()
+
+
 class CliContext:
     """The state one `optbench` invocation shares between the group and its commands."""
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from optbench.cli.context import cli_context
+from optbench.cli.context import RESULTS_ROOT, cli_context
 from optbench.errors import OptbenchError
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ def render_table(report: GateReport) -> Table:
 
 
 @click.command("gate")
-@click.option("--baseline", required=True, type=click.Path(path_type=Path), help="Results root to compare against.")
-@click.option("--candidate", required=True, type=click.Path(path_type=Path), help="Results root under test.")
+@click.option("--baseline", required=True, type=RESULTS_ROOT, help="Results root to compare against.")
+@click.option("--candidate", required=True, type=RESULTS_ROOT, help="Results root under test.")
 @click.option("--quality-k", default=2.0, show_default=True, type=float,
               help="A quality drop within this many of the baseline's seed standard deviations passes.")
 @click.option("--quality-tol", default=0.02, show_default=True, type=float,
@@ -63,8 +63,11 @@ def render_table(report: GateReport) -> Table:
 @click.option("--markdown", "markdown", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write a Markdown summary here (appended, e.g. $GITHUB_STEP_SUMMARY).")
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable Parquet files instead of stopping (exit 2).")
+@click.option("--quality-only", is_flag=True,
+              help="Judge quality and trial counts only (for a baseline that ran on another machine).")
+@click.option("--task", "tasks", multiple=True, help="Compare only this task (repeatable).")
 def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: float, speed_tol: float,
-             as_json: bool, markdown: Path | None, skip_bad: bool) -> None:
+             as_json: bool, markdown: Path | None, skip_bad: bool, quality_only: bool, tasks: tuple[str, ...]) -> None:
     """Compare CANDIDATE results with BASELINE per task × optimizer configuration; exit 1 on a regression."""
     from rich.markup import escape
 
@@ -72,7 +75,8 @@ def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: flo
     from optbench.gate import to_markdown as gate_markdown
 
     cli = cli_context()
-    report = run_gate(baseline, candidate, Tolerances(quality_k, quality_tol, speed_tol), skip_bad=skip_bad)
+    report = run_gate(baseline, candidate, Tolerances(quality_k, quality_tol, speed_tol, quality_only),
+                      skip_bad=skip_bad, tasks=list(tasks) or None)
     err = cli.err_console
     for problem in report.problems:
         err.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)

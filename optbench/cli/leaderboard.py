@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from optbench.cli.context import CliContext, cli_context
+from optbench.cli.context import RESULTS_ROOT, CliContext, cli_context
 from optbench.errors import OptbenchError
 
 PUBLISHED_RESULTS = Path("leaderboard/results")
@@ -25,11 +25,13 @@ def _studies(directory: Path | None) -> list:
     return load_studies(directory)
 
 
-def _build(cli: CliContext, results: Path, out: Path, studies_dir: Path | None = None) -> None:
+def _build(cli: CliContext, results: Path | str, out: Path, studies_dir: Path | None = None) -> None:
     from optbench.leaderboard.site import build_site
 
     console = cli.err_console
-    if not results.is_dir():
+    from optbench.store import Store
+
+    if not Store(results).exists():
         raise OptbenchError(f"no results directory at {results}.",
                             "Run `optbench run ... --results DIR` first, or pass --results.")
     board, pages = build_site(results, out, cli.optional_registry(), _studies(studies_dir))
@@ -46,11 +48,11 @@ def leaderboard() -> None:
 
 
 @leaderboard.command("build")
-@click.option("--results", default="optbench-results", show_default=True, type=click.Path(path_type=Path))
+@click.option("--results", default="optbench-results", show_default=True, type=RESULTS_ROOT)
 @click.option("--out", default="leaderboard-site", show_default=True, type=click.Path(path_type=Path),
               help="Directory for the site (replaced if it holds a previous build).")
 @STUDIES_OPTION
-def build_cmd(results: Path, out: Path, studies_dir: Path | None) -> None:
+def build_cmd(results: Path | str, out: Path, studies_dir: Path | None) -> None:
     """Render RESULTS (Parquet) into a self-contained static site under OUT."""
     _build(cli_context(), results, out, studies_dir)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from optbench.cli.context import DEFAULT_RESULTS, cli_context
+from optbench.cli.context import DEFAULT_RESULTS, RESULTS_ROOT, cli_context
 from optbench.cli.results import print_summary
 from optbench.errors import OptbenchError
 
@@ -68,7 +68,7 @@ def print_plan(cli, trials) -> None:
               help="Learning-rate schedule, the same for every optimizer: constant (default), warmup-cosine, "
                    "warmup-linear, e.g. warmup-cosine:warmup=0.05,final=0 (repeatable: a grid axis).")
 @click.option("--dry-run", is_flag=True, help="Print the planned trials and run nothing.")
-@click.option("--results", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path))
+@click.option("--results", default=DEFAULT_RESULTS, show_default=True, type=RESULTS_ROOT)
 @click.option("--force", is_flag=True, help="Re-run trials that already have results.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="OPTBENCH_DATA",

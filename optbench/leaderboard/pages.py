@@ -86,6 +86,11 @@ def target_cell(r: pd.Series, col: str, digits: int) -> Cell:
 
 
 def ratio_cell(r: pd.Series) -> Cell:
+    med, lo, hi = (num(r.get(c)) for c in ("opt_step_ratio", "opt_step_ratio_lo", "opt_step_ratio_hi"))
+    if med is not None and lo is not None and hi is not None:
+        ref = esc(str(r.get("speed_ref") or "the reference"))
+        return Cell(f'<span title="optimizer step ÷ {ref}, interleaved in each trial: median over seeds '
+                    f'(95% interval)">{med:.2f}× <span class=note>({lo:.2f}–{hi:.2f})</span></span>', med)
     v = num(r.get("step_time_ratio"))
     if v is None:
         return Cell(f'<span title="no {esc(speed_reference())} trial from the same run on this task">—</span>', None)
@@ -100,7 +105,9 @@ def _core_headers() -> list[tuple[str, str]]:
         ("test loss", "final test loss, mean ± std over ok seeds"),
         ("time to target (s)", "training seconds to reach the task's target, mean ± std over seeds that reached it"),
         ("steps to target", "steps to reach the target, mean ± std over seeds that reached it"),
-        (f"step time ×{ref}", f"median step time divided by {ref}'s in the same run (1.00× = as fast as {ref})"),
+        (f"step time ×{ref}", f"optimizer step ÷ {ref}'s, timed interleaved in each trial: median over seeds "
+                              f"(95% interval); older rows: median step time ÷ {ref}'s in the same run "
+                              f"(1.00× = as fast as {ref})"),
         ("state MB", "optimizer state memory in MiB, mean over ok seeds"),
     ]
 
