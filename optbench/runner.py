@@ -31,6 +31,7 @@ from optbench.measure import compute_metrics
 from optbench.registry import Registered, Registry
 from optbench.schedules import LRScheduler
 from optbench.schema import TrialRow, declared_columns
+from optbench.settings import speed_reference
 from optbench.specs import ColumnSpec, MetricWhen, Needs, OptimizerSpec, TaskInstance
 from optbench.trial import Trial, canonical_json
 
@@ -49,7 +50,8 @@ class RunSettings:
     trial_timeout_s: float | None = None
     run_id: str = ""
     log_points: int = 200  # train-loss curve points per trial (at most)
-    speed_ref: str | None = "adamw"  # reference of the interleaved step-time ratio (optbench/speed.py); None: off
+    # reference of the interleaved step-time ratio (optbench/speed.py; optbench.settings); None: not measured
+    speed_ref: str | None = field(default_factory=speed_reference)
     speed_pairs: int = 21  # interleaved A/B step pairs per trial
     speed_threads: int | None = 1  # torch threads while timing on CPU (None: the trial's own)
 
