@@ -218,9 +218,9 @@ def _interval_speed_check(cell: CellVerdict, base: pd.Series, cand: pd.Series, t
 
     b = tuple(_num(base.get(c)) for c in ("opt_step_ratio", "opt_step_ratio_lo", "opt_step_ratio_hi"))
     c = tuple(_num(cand.get(c)) for c in ("opt_step_ratio", "opt_step_ratio_lo", "opt_step_ratio_hi"))
-    if any(x is None for x in (*b, *c)):
+    ref = speed_reference()
+    if any(x is None for x in (*b, *c)) or base.get("speed_ref") != ref or cand.get("speed_ref") != ref:
         return None
-    ref = cand.get("speed_ref") or speed_reference()
     cell.baseline_ratio, cell.candidate_ratio = b[0], c[0]
     cell.ratio_growth = c[0] / b[0] - 1 if b[0] else None
     text = f"step ×{ref} {b[0]:.2f} [{b[1]:.2f}–{b[2]:.2f}] → {c[0]:.2f} [{c[1]:.2f}–{c[2]:.2f}]"

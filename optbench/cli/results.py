@@ -50,10 +50,11 @@ def _reached(r) -> str:
     return steps if r["reached"] == r["ok"] else f"{steps} ({r['reached']}/{r['ok']})"
 
 
-def _ratio(r) -> str:
-    """The interleaved step-time ratio with its interval (optbench/speed.py), else the older same-run ratio."""
+def _ratio(r, ref: str) -> str:
+    """The interleaved step-time ratio with its interval (optbench/speed.py) where it was taken against `ref`,
+    else the older same-run ratio."""
     med, lo, hi = (r.get(c) for c in ("opt_step_ratio", "opt_step_ratio_lo", "opt_step_ratio_hi"))
-    if all(isinstance(v, float) and math.isfinite(v) for v in (med, lo, hi)):
+    if r.get("speed_ref") == ref and all(isinstance(v, float) and math.isfinite(v) for v in (med, lo, hi)):
         return f"{med:.2f} ({lo:.2f}–{hi:.2f})"
     ratio = r.get("step_time_ratio")
     return "—" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}"
@@ -114,7 +115,7 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False, as_csv:
             escape(r["task"] + (" †" if r["synthetic"] else "") + ("" if len(presets) == 1 else f" ({r['preset']})")),
             escape(str(r["config"])), f"{r['ok']}/{r['seeds']}",
             f"{_short(target)} {fmt_mean_std(mean, std, 3)}" if target and mean is not None else "—",
-            _ratio(r),
+            _ratio(r, ref),
             _reached(r),
             fmt_mean_std(r["time_to_target_s_mean"], r["time_to_target_s_std"], 2),
             fmt_mean_std(r["final_val_accuracy_mean"], r["final_val_accuracy_std"], 3),
@@ -129,8 +130,8 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False, as_csv:
     cols = [c for c in cols if c.priority <= 2 or any(v != "—" for v in c.values)]  # drop columns with no data
     caption = ("configuration: optimizer\\[changed hyperparameters], a bare name is its defaults · target metric: "
                "the task's target metric, mean ± std over ok seeds · "
-               f"×{ref}: optimizer step ÷ {ref}'s, interleaved in each trial: median (95% interval; older rows: "
-               "step time ÷ the reference's in the same run) · steps→tgt, s→tgt: training steps and seconds to the "
+               f"×{ref}: optimizer step ÷ {ref}'s, interleaved in each trial: median (95% interval); rows without "
+               f"it: step time ÷ {ref}'s in the same run · steps→tgt, s→tgt: training steps and seconds to the "
                "target · "
                + "".join(f"{escape(headers[c.name])}: {escape(c.description)} · " for c in metric_cols
                          if c.description and c.description != c.name)

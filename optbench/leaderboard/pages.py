@@ -87,8 +87,8 @@ def target_cell(r: pd.Series, col: str, digits: int) -> Cell:
 
 def ratio_cell(r: pd.Series) -> Cell:
     med, lo, hi = (num(r.get(c)) for c in ("opt_step_ratio", "opt_step_ratio_lo", "opt_step_ratio_hi"))
-    if med is not None and lo is not None and hi is not None:
-        ref = esc(str(r.get("speed_ref") or "the reference"))
+    if med is not None and lo is not None and hi is not None and r.get("speed_ref") == speed_reference():
+        ref = esc(speed_reference())
         return Cell(f'<span title="optimizer step ÷ {ref}, interleaved in each trial: median over seeds '
                     f'(95% interval)">{med:.2f}× <span class=note>({lo:.2f}–{hi:.2f})</span></span>', med)
     v = num(r.get("step_time_ratio"))
