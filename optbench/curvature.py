@@ -5,7 +5,7 @@ task only exposes `curvature_loss()` (quadratics have no model at all), and its 
 through scipy's ARPACK, which copies every product to the host. Here every product stays on the device;
 the host sees only the small tridiagonal matrices, once every `check_every` Lanczos steps.
 
-Conventions (optbench's documented definitions, see REFERENCES.md "Geometry metrics"):
+Conventions (optbench's documented definitions, see docs/metrics.md):
 - sharpness is the largest *algebraic* eigenvalue (a saddle's negative curvature does not count);
 - spectral sums for the entropy gap use |λ|, so an indefinite Hessian has a well-defined gap;
 - all randomness comes from a caller-supplied `torch.Generator`, so a metric at a given step is reproducible.

@@ -1,4 +1,4 @@
-"""Geometry metrics: sharpness, Hessian trace, entropy gap, Hessian spectrum (REFERENCES.md "Geometry metrics").
+"""Geometry metrics: sharpness, Hessian trace, entropy gap, Hessian spectrum (see docs/metrics.md).
 
 All four read the Hessian of the task's fixed curvature batch with the model in eval mode (PyHessian's
 convention). Where the task knows its exact spectrum (quadratics) every metric uses it and spends no

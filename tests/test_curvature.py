@@ -15,7 +15,7 @@ from optbench import curvature as cv
 
 
 def gaps_numpy(eigenvalues: np.ndarray) -> tuple[float, float]:
-    """REFERENCES.md: p = |λ|/Σ|λ|, gap_α = log n − H_α (written independently of optbench.curvature)."""
+    """docs/metrics.md: p = |λ|/Σ|λ|, gap_α = log n − H_α (written independently of optbench.curvature)."""
     a = np.abs(eigenvalues)
     p = a / a.sum()
     nz = p[p > 0]
