@@ -61,7 +61,8 @@ def test_runner_scales_every_param_group_identically():
     registry = tiny_registry(("probe", ProbePlugin()))
     schedule = parse_schedule("warmup-cosine:warmup=0.25,final=0.1")  # budget 20: warm-up 5 steps
     trial = Trial("tiny-regression", "smoke", "lr-probe", {"lr": 0.01}, 0, schedule=schedule)
-    result = run_trial(trial, registry, RunSettings(metrics=[]))
+    # speed_ref=None: no interleaved speed measurement, whose extra steps the probe would also record
+    result = run_trial(trial, registry, RunSettings(metrics=[], speed_ref=None))
     assert result.row["status"] == "ok"
     assert result.row["schedule"] == '{"final":0.1,"name":"warmup-cosine","warmup":0.25}'
     assert result.row["config"] == "lr-probe[schedule=warmup-cosine(final=0.1,warmup=0.25)]"

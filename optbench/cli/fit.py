@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from rich import box
 from rich.table import Table
 
-#: what one column costs beyond its text (padding on both sides in the SIMPLE_HEAD box)
-PADDING = 2
+#: what one column costs beyond its text: padding on both sides and the SIMPLE_HEAD box's blank separator
+PADDING = 3
 #: a wrapping column (names) is given at least this width, or its whole content when shorter
 MIN_WRAP = 20
 
