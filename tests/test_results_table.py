@@ -56,3 +56,13 @@ def test_filters_and_csv(tmp_path):
     assert none.exit_code == 0 and "match the filters" in none.output
     both = CliRunner().invoke(main, ["results", "--results", str(root), "--csv", "--json"])
     assert both.exit_code == 2 and "contradict" in both.output
+
+
+def test_gate_table_fits_eighty_columns(tmp_path):
+    root = _results(tmp_path)
+    out = CliRunner().invoke(main, ["gate", "--baseline", str(root), "--candidate", str(root)], terminal_width=80,
+                             env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    table_lines = [line for line in out.output.splitlines() if "pass" in line]
+    assert table_lines and all(len(line) <= 80 for line in out.output.splitlines())
+    assert "…" not in out.output and "0.9033 ± 0.001" in out.output  # the baseline's test accuracy, whole

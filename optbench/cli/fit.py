@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 #: what one column costs beyond its text: padding on both sides and the SIMPLE_HEAD box's blank separator
 PADDING = 3
 #: a wrapping column (names) is given at least this width, or its whole content when shorter
-MIN_WRAP = 20
+MIN_WRAP = 16
 
 
 @dataclass
@@ -28,7 +29,8 @@ class Column:
     justify: str = "right"
 
     def width(self) -> int:
-        longest = max([len(self.header), *(len(v) for v in self.values)])
+        """Cells are rich markup (escaped names, styled verdicts): what counts is the width they print at."""
+        longest = max([len(self.header), *(Text.from_markup(v).cell_len for v in self.values)])
         return min(longest, max(MIN_WRAP, len(self.header))) if self.wrap else longest
 
 
@@ -48,7 +50,8 @@ def fit(columns: list[Column], width: int | None, wide: bool = False) -> tuple[l
 
 def natural_width(columns: list[Column]) -> int:
     """The width at which every column shows whole: what `--wide` prints at, however narrow the terminal."""
-    return sum(max(c.width(), max((len(v) for v in c.values), default=0)) + PADDING for c in columns) + 1
+    return sum(max(c.width(), max((Text.from_markup(v).cell_len for v in c.values), default=0)) + PADDING
+               for c in columns) + 1
 
 
 def fitted_table(columns: list[Column], width: int | None, title: str, caption: str = "",

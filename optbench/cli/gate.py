@@ -18,36 +18,37 @@ if TYPE_CHECKING:
 
 
 
-def render_table(report: GateReport) -> Table:
-    """The gate's verdicts as a rich table, one row per compared cell."""
+def render_table(report: GateReport, width: int | None = None) -> Table:
+    """The gate's verdicts as a table that fits `width` (the verdict and the numbers first; None: every column),
+    one row per compared cell."""
     from rich.markup import escape
 
+    from optbench.cli.fit import Column, fitted_table
     from optbench.gate import NEW, PASS, REGRESSION, SKIPPED, WARNING, fmt_ratio, fmt_value, notes
     from optbench.settings import speed_reference
 
     ref = speed_reference()
     style = {PASS: "green", WARNING: "yellow", REGRESSION: "bold red", SKIPPED: "dim", NEW: "cyan"}
     tol = report.tolerances
-    table = Table(
-        title=f"optbench gate: {report.candidate} vs baseline {report.baseline}",
-        caption=f"quality: worse by more than max({tol.quality_k:g} × baseline seed std, {tol.quality_tol:.0%}) fails; "
-                f"speed: step-time ratio to {ref} (same run) growing more than {tol.speed_tol:.0%} fails",
-        title_justify="left",
-    )
-    for col in ("task", "configuration", "seeds ok", "metric", "baseline", "candidate", "worse by (allowed)",
-                f"×{ref}", "verdict", "notes"):
-        table.add_column(col, no_wrap=col in ("task", "configuration", "verdict"),
-                         justify="right" if col in ("baseline", "candidate", "worse by (allowed)") else "left")
+    cols = [Column("task", priority=0, wrap=True, justify="left"),
+            Column("configuration", priority=1, wrap=True, justify="left"),
+            Column("verdict", priority=2, justify="left"), Column("metric", priority=5, justify="left"),
+            Column("baseline", priority=3), Column("candidate", priority=4),
+            Column("worse by (allowed)", priority=6), Column(f"×{ref}", priority=7, justify="left"),
+            Column("seeds ok", priority=8, justify="left"), Column("notes", priority=9, wrap=True, justify="left")]
     for c in report.cells:
-        table.add_row(
-            escape(f"{c.task}/{c.preset}"), escape(c.config or c.optimizer),
-            f"{c.baseline_seeds} → {c.candidate_seeds}",
-            c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—",
-            fmt_value(c.baseline_mean, c.baseline_std), fmt_value(c.candidate_mean, c.candidate_std),
-            "—" if c.worse_by is None else f"{c.worse_by:.3g} ({c.allowed:.3g})",
-            fmt_ratio(c), f"[{style[c.status]}]{c.status}[/]", escape(notes(c)),
-        )
-    return table
+        values = [escape(f"{c.task}/{c.preset}"), escape(c.config or c.optimizer),
+                  f"[{style[c.status]}]{c.status}[/]",
+                  c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—",
+                  fmt_value(c.baseline_mean, c.baseline_std), fmt_value(c.candidate_mean, c.candidate_std),
+                  "—" if c.worse_by is None else f"{c.worse_by:.3g} ({c.allowed:.3g})",
+                  escape(fmt_ratio(c)), f"{c.baseline_seeds} → {c.candidate_seeds}", escape(notes(c))]
+        for col, value in zip(cols, values, strict=True):
+            col.values.append(value)
+    caption = (f"quality: worse by more than max({tol.quality_k:g} × baseline seed std, {tol.quality_tol:.0%}) "
+               f"fails; speed: step-time ratio to {ref} growing more than {tol.speed_tol:.0%} fails")
+    return fitted_table(cols, width, f"optbench gate: {report.candidate} vs baseline {report.baseline}", caption,
+                        wide=width is None)
 
 
 @click.command("gate")
@@ -66,8 +67,10 @@ def render_table(report: GateReport) -> Table:
 @click.option("--quality-only", is_flag=True,
               help="Judge quality and trial counts only (for a baseline that ran on another machine).")
 @click.option("--task", "tasks", multiple=True, help="Compare only this task (repeatable).")
+@click.option("--wide", is_flag=True, help="Show every column of the table, however wide the terminal.")
 def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: float, speed_tol: float,
-             as_json: bool, markdown: Path | None, skip_bad: bool, quality_only: bool, tasks: tuple[str, ...]) -> None:
+             as_json: bool, markdown: Path | None, skip_bad: bool, quality_only: bool, tasks: tuple[str, ...],
+             wide: bool = False) -> None:
     """Compare CANDIDATE results with BASELINE per task × optimizer configuration; exit 1 on a regression."""
     from rich.markup import escape
 
@@ -91,7 +94,8 @@ def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: flo
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         out = cli.console
-        out.print(render_table(report))
+        # --wide: every column at its natural width, however narrow the terminal (lines may then be long)
+        out.print(render_table(report, None if wide else out.width), crop=not wide, width=10_000 if wide else None)
         if report.only_baseline:
             out.print(f"[yellow]{len(report.only_baseline)} baseline cell(s) not run by the candidate:[/yellow] "
                       + escape(", ".join(cell_name(report, k) for k in report.only_baseline)), highlight=False)
