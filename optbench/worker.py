@@ -207,7 +207,10 @@ class WorkerPool:
 
     @staticmethod
     def pick_start_method() -> str:
-        """fork shares the driver's registry and skips torch's import; not once CUDA is initialised."""
+        """fork shares the driver's registry and skips torch's import; not once CUDA is initialised. Caveat: a
+        driver that itself ran a multi-threaded OpenMP region (torch ops) before forking leaves the child's
+        OpenMP pool broken, and a worker with more than one thread then hangs in its first parallel op. The CLI
+        driver runs no torch op before its workers start; an in-process driver (tests) must keep one thread."""
         if "fork" not in mp.get_all_start_methods():
             return "spawn"
         torch = sys.modules.get("torch")
