@@ -48,6 +48,12 @@ def fit(columns: list[Column], width: int | None, wide: bool = False) -> tuple[l
     return [c for i, c in enumerate(columns) if i in keep], [c for i, c in enumerate(columns) if i not in keep]
 
 
+def short_label(column: str) -> str:
+    """'final_test_accuracy' -> 'test acc', 'val_loss' -> 'val loss': a metric's name as a narrow table shows it."""
+    return (column.replace("final_", "").replace("_accuracy", " acc").replace("_loss", " loss")
+            .replace("generalisation gap", "gen. gap").replace("_", " "))
+
+
 def natural_width(columns: list[Column]) -> int:
     """The width at which every column shows whole: what `--wide` prints at, however narrow the terminal."""
     return sum(max(c.width(), max((Text.from_markup(v).cell_len for v in c.values), default=0)) + PADDING

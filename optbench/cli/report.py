@@ -52,6 +52,7 @@ def report_cmd(study_ids: tuple[str, ...], results: Path, studies_dir: Path, as_
 
 
 def _print(console, outcome) -> None:
+    from optbench.cli.fit import short_label
     from optbench.studies import PairwiseResult
 
     study = outcome.study
@@ -68,7 +69,7 @@ def _print(console, outcome) -> None:
                                  (study.b, "right"), ("Δ [95% CI]", "right"), ("verdict", "left")):
                 table.add_column(col, justify=justify, overflow="fold")
             for r in rows:
-                table.add_row(r.task, _short(r.metric), str(r.n_pairs), f"{r.mean_a:.3g}", f"{r.mean_b:.3g}",
+                table.add_row(r.task, short_label(r.metric), str(r.n_pairs), f"{r.mean_a:.3g}", f"{r.mean_b:.3g}",
                               r.difference.fmt(2), r.verdict)
             console.print(table)
     else:
@@ -77,15 +78,10 @@ def _print(console, outcome) -> None:
                              ("ρ [95% CI]", "right")):
             table.add_column(col, justify=justify, overflow="fold")
         for r in outcome.rows:
-            table.add_row(r.task, r.measure, _short(r.target), str(r.rho.n), r.rho.fmt(2))
+            table.add_row(r.task, r.measure, short_label(r.target), str(r.rho.n), r.rho.fmt(2))
         console.print(table)
         for task, first, second, ci in outcome.contrasts:
             console.print(f"{task}: |ρ({first})| − |ρ({second})| vs the generalisation gap = {ci.fmt(2)}",
                           highlight=False)
     console.print(f"[bold]Answer:[/bold] {outcome.answer}", highlight=False)
 
-
-def _short(column: str) -> str:
-    """'final_test_accuracy' -> 'test acc': the narrow label a table at 80 columns can keep on one line."""
-    return column.replace("final_", "").replace("_accuracy", " acc").replace("_loss", " loss").replace(
-        "generalisation gap", "gen. gap")

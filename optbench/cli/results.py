@@ -60,18 +60,13 @@ def _ratio(r, ref: str) -> str:
     return "—" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}"
 
 
-def _short(metric: str) -> str:
-    """'val_accuracy' -> 'val acc': the target's name as the narrow table shows it."""
-    return metric.replace("final_", "").replace("_accuracy", " acc").replace("_loss", " loss").replace("_", " ")
-
-
 def print_summary(cli: CliContext, store, select, as_json: bool = False, as_csv: bool = False,
                   wide: bool = False) -> None:
     """Print the summary of the rows `select` keeps from STORE: a table that fits the terminal (the task, the
     configuration, its seeds, the task's target metric and the speed ratio first), or JSON / CSV records."""
     from rich.markup import escape
 
-    from optbench.cli.fit import Column, fitted_table, natural_width
+    from optbench.cli.fit import Column, fitted_table, natural_width, short_label
     from optbench.settings import speed_reference
     from optbench.summary import fmt_mean_std, metric_columns, summarize
 
@@ -114,7 +109,7 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False, as_csv:
         values = [
             escape(r["task"] + (" †" if r["synthetic"] else "") + ("" if len(presets) == 1 else f" ({r['preset']})")),
             escape(str(r["config"])), f"{r['ok']}/{r['seeds']}",
-            f"{_short(target)} {fmt_mean_std(mean, std, 3)}" if target and mean is not None else "—",
+            f"{short_label(target)} {fmt_mean_std(mean, std, 3)}" if target and mean is not None else "—",
             _ratio(r, ref),
             _reached(r),
             fmt_mean_std(r["time_to_target_s_mean"], r["time_to_target_s_std"], 2),
