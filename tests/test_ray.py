@@ -12,6 +12,7 @@ from pathlib import Path
 
 import faultkit
 import pytest
+from _markers import needs_ray
 from optbench.plugins import lion, torch_optim
 from optbench.tasks import quadratic
 
@@ -29,15 +30,6 @@ SAME = ["trial_id", "task", "preset", "dataset", "synthetic", "optimizer", "hpar
         "optimizer_state_mb"]
 
 
-def _have_ray() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_ray = pytest.mark.skipif(not _have_ray(), reason="ray is not installed (pip install 'optbench[ray]')")
 
 
 @pytest.fixture(scope="module")

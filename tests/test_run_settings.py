@@ -12,6 +12,7 @@ from pathlib import Path
 
 import faultkit
 import pytest
+from _markers import needs_ray
 from click.testing import CliRunner
 from optbench.plugins import torch_optim
 from optbench.tasks import quadratic
@@ -83,15 +84,6 @@ def test_sigterm_stops_the_grid_like_ctrl_c(tmp_path):
     assert list((tmp_path / "claims").iterdir()) == []  # and no claim
 
 
-def _have_ray() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_ray = pytest.mark.skipif(not _have_ray(), reason="ray is not installed (pip install 'optbench[ray]')")
 
 
 @needs_ray
