@@ -145,3 +145,33 @@ def test_hostile_strings_show_as_text_and_run_nothing(driver, site, tmp_path):
     diagnostics = driver.find_element(By.ID, "diagnostics-ranking").text
     assert HOSTILE in diagnostics  # shown literally in the diagnostics ranking (its tasks are synthetic)
     driver.save_screenshot(str(tmp_path / "hostile-index.png"))
+
+
+@pytest.fixture(scope="module")
+def study_site(tmp_path_factory) -> Path:
+    from _study_data import write_ab_results, write_studies
+
+    from optbench.studies import load_studies
+
+    base = tmp_path_factory.mktemp("study-browser")
+    studies = load_studies(write_studies(base / "studies"))
+    build_site(write_ab_results(base / "results"), base / "site", None, studies)
+    return base / "site"
+
+
+def test_study_pages_draw_their_evidence_without_console_errors(driver, study_site):
+    from selenium.webdriver.common.by import By
+
+    open_page(driver, study_site, "studies.html")
+    links = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "a[href^='study-'], "
+                                                                                   "a[href*='/study-']")]
+    assert {Path(h).name for h in links} >= {"study-ab.html", "study-geo.html"}
+    assert driver.execute_script("return typeof window.Plotly") == "undefined"  # the index plots nothing
+    for name, table, plot in (("study-ab.html", "study-pairs", "study-curve-t"),
+                              ("study-geo.html", "study-correlations", "study-geo-t-sharpness")):
+        open_page(driver, study_site, name)
+        assert driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr"), f"{name}: no evidence rows"
+        figure = driver.find_element(By.ID, plot)
+        assert figure.find_elements(By.CSS_SELECTOR, "svg.main-svg"), f"{name}: {plot} not drawn"
+        assert severe(driver) == [], name
+        assert_no_alert(driver)
