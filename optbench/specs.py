@@ -207,8 +207,9 @@ class TaskSpec:
         default_factory=lambda: {"smoke": Preset("seconds on a CPU"), "full": Preset("the real benchmark", True)}
     )
     #: what the task is for: "standard" (real data on a CPU, what the board ranks), "diagnostics" (quadratics,
-    #: synthetic data: shown apart, never ranked with standard), "gate" (what CI's regression gate runs)
-    suites: tuple[str, ...] = ("standard",)
+    #: synthetic data: shown apart, never ranked with standard), "gate" (what CI's regression gate runs).
+    #: Empty by default: a task joins the headline ranking only by saying so, never by omission.
+    suites: tuple[str, ...] = ()
     #: options the task gets when it runs as part of a suite, e.g. {"diagnostics": {"synthetic": True}} for a
     #: dataset task whose real data cannot ship with optbench; rows are labelled by the task's `dataset`
     suite_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
