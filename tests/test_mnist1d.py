@@ -65,3 +65,16 @@ def test_cnn_smoke_learns_through_optbench_run(cli, tmp_path, monkeypatch):
     row = Store(tmp_path).read().trials.iloc[0]
     assert row["status"] == "ok" and row["dataset"] == "mnist1d" and not bool(row["synthetic"])
     assert row["final_val_accuracy"] > 0.2  # chance is 0.1; 100 steps at a good lr clear 0.2 comfortably
+
+
+@pytest.mark.slow
+def test_the_generator_reproduces_the_published_logistic_regression_accuracy(capsys):
+    """A check of the data, not of an optimizer: a linear model's accuracy depends only on the signals, and the
+    paper reports 32% for it. Our generator's data must land within a few points of that."""
+    import json
+
+    from benchmarks.mnist1d_logistic import PUBLISHED_TEST_ACCURACY, main
+
+    assert main(["--cs", "0.1,1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert abs(out["test_accuracy"] - PUBLISHED_TEST_ACCURACY) < 0.03, out
