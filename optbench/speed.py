@@ -148,7 +148,14 @@ def optimizer_step_ratio(build: Callable[[list[Any]], Any], build_ref: Callable[
 def is_slower(cand: tuple[float, float, float], base: tuple[float, float, float], tol: float) -> bool:
     """The candidate's ratio is slower than the baseline's only when the intervals say so: even the
     candidate's lower bound exceeds the baseline's upper bound by more than `tol` (a fraction)."""
-    c_lo, b_hi = cand[1], base[2]
-    if any(math.isnan(x) for x in (c_lo, b_hi)) or b_hi <= 0:
-        return False
-    return c_lo / b_hi - 1 > tol
+    return bool(slower_mask(cand[1], base[2], tol))
+
+
+def slower_mask(cand_lo: Any, base_hi: Any, tol: float) -> Any:
+    """is_slower over arrays of the candidate's lower bounds and the baseline's upper bounds (the gate judges
+    every cell at once): NaN or a non-positive upper bound never counts as slower."""
+    import numpy as np
+
+    cand_lo, base_hi = np.asarray(cand_lo, dtype=float), np.asarray(base_hi, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (base_hi > 0) & (cand_lo / np.where(base_hi > 0, base_hi, 1.0) - 1 > tol)
