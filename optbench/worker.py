@@ -8,6 +8,11 @@ and calls the registry's observers, exactly like a Ray worker; the driver only s
 and, when a worker dies, writes the `crashed` row. Where the platform allows it (and the driver has not
 initialised CUDA) workers are forked, so they share the driver's registry, in-process plugins included;
 otherwise they are spawned and rebuild the registry from the recipe `load_registry` recorded.
+
+Forking after the driver ran multi-threaded torch ops would leave a worker with more than one thread hung in
+its first parallel op (GNU OpenMP has no fork handler, see forksafe.py). Before each such fork the driver
+frees its OpenMP thread pool (`forksafe.release_openmp`); where that cannot be done, those workers start from
+a fork server (a clean process that imported torch but ran no op) instead.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from optbench.errors import OptbenchError
+from optbench.forksafe import release_openmp
 from optbench.registry import Registry, load_registry
 from optbench.runner import RunSettings, run_trial
 from optbench.store import Store
@@ -102,9 +108,10 @@ def _rebuild_registry(recipe: tuple[bool, list[tuple[str, Any]]]) -> Registry:
 
 
 def _worker_main(conn: Connection, registry: Registry | None, recipe: Any, threads: int, parent: int) -> None:
-    """The worker's loop: receive a trial, run it, write it, report; exit when the pipe closes."""
+    """The worker's loop: receive a trial, run it, write it, report; exit when the pipe closes. `parent` is
+    the driver's pid, or 0 where the worker's parent is a fork server (which ends when the driver does)."""
     _die_with_parent()
-    if os.getppid() != parent:  # the driver died before the death signal was armed
+    if parent and os.getppid() != parent:  # the driver died before the death signal was armed
         os._exit(0)
     # The driver decides when to stop; Ctrl-C in a terminal or `kill -TERM -PGID` must not end a trial
     # (it would be recorded as crashed): the driver ends its workers itself.
@@ -196,33 +203,44 @@ class WorkerPool:
         self.size = size
         self.threads = threads
         self.registry = registry
-        method = start_method or self.pick_start_method()
-        if method == "fork":
-            _preload()
-        self.context = mp.get_context(method)
-        self.recipe = None if method == "fork" else _portable_recipe(registry)
+        self._use(start_method or self.pick_start_method(threads))
         self.workers: list[Worker] = []
         for _ in range(size):
             self.workers.append(self._start())
 
+    def _use(self, method: str) -> None:
+        if method == "fork":
+            _preload()
+        elif method == "forkserver":  # imported once by the server, not by every worker it forks
+            mp.get_context("forkserver").set_forkserver_preload(["optbench.worker", "torch._dynamo"])
+        self.method = method
+        self.context = mp.get_context(method)
+        self.recipe = None if method == "fork" else _portable_recipe(self.registry)
+
     @staticmethod
-    def pick_start_method() -> str:
-        """fork shares the driver's registry and skips torch's import; not once CUDA is initialised. Caveat: a
-        driver that itself ran a multi-threaded OpenMP region (torch ops) before forking leaves the child's
-        OpenMP pool broken, and a worker with more than one thread then hangs in its first parallel op. The CLI
-        driver runs no torch op before its workers start; an in-process driver (tests) must keep one thread."""
-        if "fork" not in mp.get_all_start_methods():
+    def pick_start_method(threads: int = 1) -> str:
+        """fork shares the driver's registry and skips torch's import; not once CUDA is initialised, and for
+        workers with more than one torch thread only where the driver's OpenMP thread pool can be freed first
+        (a worker forked beside a live pool hangs in its first parallel op; forksafe.py). Otherwise those get
+        a fork server, whose children inherit no pool."""
+        methods = mp.get_all_start_methods()
+        if "fork" not in methods:
             return "spawn"
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_initialized():
             return "spawn"
+        if threads > 1 and not release_openmp():
+            return "forkserver" if "forkserver" in methods else "spawn"
         return "fork"
 
     def _start(self) -> Worker:
+        if self.method == "fork" and self.threads > 1 and not release_openmp():  # checked again at every fork
+            self._use(self.pick_start_method(self.threads))
         parent_conn, child_conn = self.context.Pipe(duplex=True)
         registry = self.registry if self.recipe is None else None
+        parent = 0 if self.method == "forkserver" else os.getpid()
         process = self.context.Process(
-            target=_worker_main, args=(child_conn, registry, self.recipe, self.threads, os.getpid()),
+            target=_worker_main, args=(child_conn, registry, self.recipe, self.threads, parent),
             name="optbench-worker", daemon=True,
         )
         process.start()

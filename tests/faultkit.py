@@ -15,7 +15,8 @@ In-process tests pass the module to `load_registry(extra_plugins=...)` instead.
   writes `<that file>.<pid>` and waits while the file exists: with one worker, seeds run in order, so a test
   pauses the grid mid-trial exactly after the k-th trial file appeared, and signals it at a known point;
   `term-driver`: sends SIGTERM to the process that started its worker (the driver) at step 1, then waits;
-  `clip-sgd`: SGD with a `max_norm` whose default is inf (a spec that allows a non-finite value).
+  `clip-sgd`: SGD with a `max_norm` whose default is inf (a spec that allows a non-finite value);
+  `parallel-sgd`: SGD whose step also runs a large elementwise op (an OpenMP parallel region on every thread).
 """
 
 from __future__ import annotations
@@ -152,6 +153,13 @@ class PauseSGD(torch.optim.SGD):
         super().step()
 
 
+class ParallelSGD(torch.optim.SGD):
+    def step(self, closure: Any = None) -> None:
+        big = torch.ones(1 << 21)  # well past ATen's grain size: an OpenMP parallel region on every torch thread
+        (big * 2 + 1).sum()
+        super().step()
+
+
 class TermDriver(torch.optim.SGD):
     def step(self, closure: Any = None) -> None:
         os.kill(os.getppid(), signal.SIGTERM)
@@ -194,6 +202,8 @@ def optbench_register_optimizers() -> list[OptimizerSpec]:
         OptimizerSpec(name="term-driver", build=lambda params, lr=0.1: TermDriver(params, lr=lr),
                       defaults={"lr": 0.1}),
         OptimizerSpec(name="clip-sgd", build=_clip_sgd, defaults={"lr": 0.1, "max_norm": float("inf")}),
+        OptimizerSpec(name="parallel-sgd", build=lambda params, lr=0.1: ParallelSGD(params, lr=lr),
+                      defaults={"lr": 0.1}),
     ]
 
 
