@@ -1,22 +1,32 @@
-"""Turns what the user asked for (names or wildcard patterns, presets, seeds, --hp grids, schedules) into a
-list of trials.
+"""Turns what the user asked for (a `RunRequest`: names or wildcard patterns, presets, seeds, --hp grids,
+schedules, settings) into a `RunPlan`: the trials and the settings they run with.
 
-Every check that can fail happens here, before anything runs: unknown names, patterns that match nothing,
-unknown presets, empty grids, and hyperparameter values of the wrong type for the optimizer's defaults.
+Every check that can fail happens here, before anything runs, so commands only parse and print: settings
+(plan_request.py: durations, counts, contradictions, the data directory), unknown names, patterns that match
+nothing, unknown presets and suites, empty grids, hyperparameter values of the wrong type for the optimizer's
+defaults or not finite, unknown metrics and a missing device. Each failure is one OptbenchError.
 `--hp lr=1e-4,3e-4 --hp weight_decay=0,0.1` is a grid: every combination is one configuration.
 """
 
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import math
+import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from optbench.errors import OptbenchError
+from optbench.plan_request import RunRequest, TuneRequest, check_device, check_settings
 from optbench.registry import Registry
 from optbench.trial import Trial, canonical_json
+
+if TYPE_CHECKING:
+    from optbench.runner import RunSettings
+    from optbench.tuning import StudyPlan
 
 
 def parse_hp_value(raw: str) -> Any:
@@ -153,6 +163,16 @@ def expand_optimizers(registry: Registry, names: Sequence[str]) -> list[str]:
     return out
 
 
+def check_presets(registry: Registry, tasks: Sequence[str], preset: str) -> None:
+    """Every task is registered and has `preset`."""
+    for name in tasks:
+        spec = registry.task(name).spec
+        if preset not in spec.presets:
+            raise OptbenchError(
+                f"task {name!r} has no preset {preset!r}.", f"Its presets: {', '.join(spec.presets)}."
+            )
+
+
 def plan(
     registry: Registry,
     optimizers: Sequence[str],
@@ -177,12 +197,7 @@ def plan(
         raise OptbenchError("no task given.", "Name one with --task, e.g. --task cnn-digits.")
     if not seeds:
         raise OptbenchError("no seed given.", "Pass --seeds 1 or more.")
-    for name in tasks:
-        spec = registry.task(name).spec
-        if preset not in spec.presets:
-            raise OptbenchError(
-                f"task {name!r} has no preset {preset!r}.", f"Its presets: {', '.join(spec.presets)}."
-            )
+    check_presets(registry, tasks, preset)
     overrides = parse_hp_overrides(hp_overrides)
     for opt, key, _ in overrides:
         if opt is not None:
@@ -219,3 +234,112 @@ def describe(trials: Sequence[Trial]) -> str:
         return f"{k} {word}{'' if k == 1 else 's'}"
     return (f"{n(len(trials), 'trial')} = {n(len(tasks), 'task')} x {n(len(configs), 'configuration')} x "
             f"{n(len(seeds), 'seed')}")
+
+
+@dataclass
+class RunPlan:
+    """A checked request: the trials, the settings every trial runs with, and what the planner decided that
+    the person should be told (`notes`, e.g. a suite's declared options)."""
+
+    request: RunRequest
+    trials: list[Trial]
+    settings: RunSettings
+    notes: list[str] = field(default_factory=list)
+
+    def runs_alone(self, trial: Trial) -> bool:
+        """Whether `trial` must run with no other trial beside it (its optimizer or task matches --alone)."""
+        return any(fnmatch.fnmatch(trial.optimizer, p) or fnmatch.fnmatch(trial.task, p) for p in self.request.alone)
+
+
+def task_options(request: RunRequest) -> dict[str, Any]:
+    """The options every task gets from the request's flags (--synthetic, --amp, --channels-last)."""
+    options: dict[str, Any] = {"synthetic": True} if request.synthetic else {}
+    if request.amp:
+        options["amp"] = request.amp
+    if request.channels_last:
+        options["channels_last"] = True
+    return options
+
+
+def metric_names(registry: Registry, request: RunRequest) -> list[str] | None:
+    """The metrics to compute: [] for --no-metrics, None for the default set, else the named ones (checked)."""
+    if request.no_metrics:
+        return []
+    for name in request.metrics:
+        registry.metric(name)
+    return list(request.metrics) or None
+
+
+def plan_run(registry: Registry, request: RunRequest) -> RunPlan:
+    """Check the request whole and plan it; the first problem is one OptbenchError. A dry run is not checked
+    against this machine (its device)."""
+    from optbench.runner import RunSettings
+
+    check_settings(request)
+    task_names = list(request.tasks) or registry.suite(request.suite)
+    suite_options: dict[str, dict] = {}
+    notes: list[str] = []
+    if not request.tasks and request.data_dir is None:  # a suite's declared options apply without --data-dir
+        for name in task_names:
+            declared = dict(registry.task(name).spec.suite_options.get(request.suite, {}))
+            if declared:
+                suite_options[name] = declared
+                notes.append(f"{name}: suite {request.suite!r} runs it with {declared} "
+                             "(pass --data-dir for real data)")
+    trials = plan(registry, list(request.optimizers), task_names, request.preset, range(request.seeds),
+                  request.hp, task_options(request), suite_options, request.schedules)
+    metrics = metric_names(registry, request)
+    if not request.dry_run:
+        check_device(request)
+    settings = RunSettings(device=request.device, data_dir=request.data_dir, metrics=metrics,
+                           metrics_every=request.metrics_every, trial_timeout_s=request.trial_timeout,
+                           run_id=uuid.uuid4().hex[:12])
+    return RunPlan(request, trials, settings, notes)
+
+
+@dataclass
+class TunePlan:
+    """A checked tune request: one study per task and optimizer, and the settings of its search trials (no
+    metrics: selection needs only validation numbers) and of the fresh-seed re-runs."""
+
+    request: TuneRequest
+    studies: list[StudyPlan]
+    search: RunSettings
+    final: RunSettings
+
+
+def plan_tuning(registry: Registry, request: TuneRequest) -> TunePlan:
+    """Check a tune request whole (the settings it shares with `run` as `run` checks them) and plan its
+    studies; every search space must be sampleable before anything runs."""
+    from optbench.runner import RunSettings
+    from optbench.schedules import parse_schedule
+    from optbench.tuning import StudyPlan, parse_space
+
+    run = request.run
+    if request.budget < 1:
+        raise OptbenchError(f"--budget must be at least 1 configuration, not {request.budget}.",
+                            "Give every optimizer the same number of tries, e.g. --budget 16.")
+    if run.seeds < 1:
+        raise OptbenchError(f"--seeds must be at least 1, not {run.seeds}.", "The selected configuration is "
+                            "re-run on this many fresh seeds for the reported numbers, e.g. --seeds 3.")
+    check_settings(run)
+    names = expand_optimizers(registry, list(run.optimizers))
+    if not run.tasks:
+        raise OptbenchError("no task given.", "Name one with --task, e.g. --task cnn-digits.")
+    check_presets(registry, run.tasks, run.preset)
+    schedule = parse_schedule(run.schedules[0] if run.schedules else "constant")
+    schedule = {} if schedule == {"name": "constant"} else schedule
+    for name in names:
+        spec = registry.optimizer(name).spec
+        parse_space(name, spec.search_space, spec.defaults)
+    if not run.dry_run:
+        check_device(run)
+    options = task_options(run)
+    studies = [StudyPlan(t, run.preset, o, request.budget, request.sampler, schedule, options, request.study)
+               for t in run.tasks for o in names]
+    run_id = uuid.uuid4().hex[:12]
+    search = RunSettings(device=run.device, data_dir=run.data_dir, metrics=[], trial_timeout_s=run.trial_timeout,
+                         run_id=run_id)
+    final = RunSettings(device=run.device, data_dir=run.data_dir, metrics=metric_names(registry, run),
+                        trial_timeout_s=run.trial_timeout, run_id=run_id)
+    return TunePlan(request, studies, search, final)

@@ -207,7 +207,9 @@ class TaskSpec:
         default_factory=lambda: {"smoke": Preset("seconds on a CPU"), "full": Preset("the real benchmark", True)}
     )
     #: what the task is for: "standard" (real data on a CPU, what the board ranks), "diagnostics" (quadratics,
-    #: synthetic data: shown apart, never ranked with standard), "gate" (what CI's regression gate runs).
+    #: synthetic data: shown apart, never ranked with standard), "gate" (what CI's regression gate runs),
+    #: "deterministic" (no data or gradient noise: results made elsewhere are a quality reference; the gate
+    #: workflow checks these against the published leaderboard).
     #: Empty by default: a task joins the headline ranking only by saying so, never by omission.
     suites: tuple[str, ...] = ()
     #: options the task gets when it runs as part of a suite, e.g. {"diagnostics": {"synthetic": True}} for a

@@ -160,7 +160,9 @@ def _spec(name: str, spectrum: Callable[[int, np.random.Generator], np.ndarray],
         eig = spectrum(cfg.n, np.random.default_rng(PROBLEM_SEED))
         return Quadratic(eig, cfg, seed, torch.device(device))
 
-    return TaskSpec(name=name, build=build, presets=PRESETS, summary=summary, suites=("diagnostics", "gate"),
+    # noise-free ones are "deterministic": results made on another machine are a quality reference for them
+    suites = ("diagnostics", "gate", *(("deterministic",) if noise == 0 else ()))
+    return TaskSpec(name=name, build=build, presets=PRESETS, summary=summary, suites=suites,
                     paper="DeepOBS (Schneider et al. 2019) for quadratic-deep")
 
 

@@ -4,6 +4,7 @@ and SIGTERM, which stops a grid as cleanly as Ctrl-C."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -111,3 +112,39 @@ def test_a_silent_ray_address_is_given_up_at_the_deadline(tmp_path):
     assert f"error: could not reach the Ray cluster at '127.0.0.1:{port}' within 3 s." in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not Path(tmp_path / "res" / "trials").exists() or not any((tmp_path / "res" / "trials").iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--trial-timeout", "inf"), "--trial-timeout must be a finite number of seconds above 0, not inf."),
+    (("--workers", "0"), "--workers must be at least 1, not 0."),
+    (("--seeds", "0"), "--seeds must be at least 1, not 0."),
+])
+def test_tune_refuses_what_run_refuses_in_the_same_sentence(tmp_path, args, message):
+    """One request type, checked by the planner: the commands cannot drift apart (tune used to take inf)."""
+    one_error(invoke(*RUN, *args, "--results", str(tmp_path)), message)
+    one_error(invoke("tune", "-t", "quadratic-deep", "-o", "sgd", "--budget", "2", *args,
+                     "--results", str(tmp_path)), message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_planner_checks_a_request_whole_without_the_cli(monkeypatch):
+    import torch
+
+    from optbench.errors import OptbenchError
+    from optbench.plan_request import RunRequest
+    from optbench.planner import plan_run
+
+    registry = optbench.registry._CACHED
+    request = RunRequest(optimizers=("sgd",), tasks=("quadratic-deep",), seeds=2, hp=("lr=0.1,0.01",),
+                         trial_timeout=5.0, alone=("quadratic-*",), no_metrics=True)
+    run = plan_run(registry, request)
+    assert len(run.trials) == 4 and all(run.runs_alone(t) for t in run.trials)
+    assert (run.settings.trial_timeout_s, run.settings.metrics) == (5.0, [])
+    assert not plan_run(registry, RunRequest(optimizers=("sgd",), tasks=("quadratic-deep",))).runs_alone(run.trials[0])
+    with pytest.raises(OptbenchError, match=r"^--claim-ttl must be a finite number of seconds above 0, not nan\."):
+        plan_run(registry, RunRequest(optimizers=("sgd",), tasks=("quadratic-deep",), claim_ttl=float("nan")))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cuda = RunRequest(optimizers=("sgd",), tasks=("quadratic-deep",), device="cuda")
+    with pytest.raises(OptbenchError, match="--device cuda was asked for, but torch sees no CUDA device"):
+        plan_run(registry, cuda)
+    assert len(plan_run(registry, dataclasses.replace(cuda, dry_run=True)).trials) == 1  # a plan only

@@ -1,34 +1,14 @@
-"""`optbench run`: plan a grid of trials, run them on the chosen executor, print their summary."""
+"""`optbench run`: parse the flags into one `RunRequest`, let the planner check it and plan the grid
+(planner.plan_run), run the plan on the chosen executor, print the summary. Nothing is validated here."""
 
 from __future__ import annotations
 
-import fnmatch
-import math
-import uuid
 from pathlib import Path
 
 import click
 
 from optbench.cli.context import DEFAULT_RESULTS, RESULTS_ROOT, cli_context
 from optbench.cli.results import print_summary
-from optbench.errors import OptbenchError
-
-
-def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """A duration option: absent, or a finite number of seconds above 0 (nan, inf, 0 and -1 are mistakes
-    that would otherwise be recorded in every row, or silently mean no limit)."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise OptbenchError(f"--{param.name.replace('_', '-')} must be a finite number of seconds above 0, "
-                            f"not {value:g}.", "Leave it out for the default." if param.name != "trial_timeout"
-                            else "Leave it out for no time limit.")
-    return value
-
-
-def _at_least_one(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise OptbenchError(f"--{param.name.replace('_', '-')} must be at least 1, not {value}.",
-                            "Leave it out for the default.")
-    return value
 
 
 def print_plan(cli, trials) -> None:
@@ -60,7 +40,7 @@ def print_plan(cli, trials) -> None:
 @click.option("--suite", default="standard", show_default=True,
               help="Task suite used when no --task is given: standard (real data), diagnostics, gate.")
 @click.option("--preset", default="smoke", show_default=True, help="Task preset: smoke (CPU) or full (GPU).")
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1), help="Seeds 0..N-1 per cell.")
+@click.option("--seeds", default=1, show_default=True, type=int, help="Seeds 0..N-1 per cell.")
 @click.option("--hp", "hp", multiple=True,
               help="Hyperparameter KEY=VALUE or OPTIMIZER.KEY=VALUE; comma-separated values and repeated keys make a "
                    "grid (every combination is one configuration), e.g. --hp lion.lr=1e-4,3e-4,1e-3.")
@@ -78,94 +58,61 @@ def print_plan(cli, trials) -> None:
 @click.option("--channels-last", is_flag=True, help="channels-last memory format in tasks that support it.")
 @click.option("--metrics", "metrics", multiple=True, help="Metric names (repeatable); default: the default set.")
 @click.option("--no-metrics", is_flag=True, help="Compute no metric plugins at all.")
-@click.option("--metrics-every", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--metrics-every", default=0, show_default=True, type=int,
               help="Also compute metrics every K evaluations (0: only at the end of each trial).")
-@click.option("--trial-timeout", type=float, default=None, callback=_seconds,
+@click.option("--trial-timeout", type=float, default=None,
               help="Stop a trial after this many seconds (a positive number; default: no limit).")
-@click.option("--workers", default=1, show_default=True, type=int, callback=_at_least_one,
+@click.option("--workers", default=1, show_default=True, type=int,
               help="Local executor: trials run at once, each in its own worker process.")
-@click.option("--torch-threads", type=int, default=None, callback=_at_least_one,
+@click.option("--torch-threads", type=int, default=None,
               help="Torch threads per worker (recorded in each row); default: CPU cores // --workers, "
                    "at most $OMP_NUM_THREADS.")
 @click.option("--alone", "alone", multiple=True, metavar="PATTERN",
               help="Run trials whose optimizer or task matches PATTERN (wildcards) with no other trial beside "
                    "them, e.g. for step timings (repeatable).")
-@click.option("--claim-ttl", type=float, default=None, callback=_seconds,
+@click.option("--claim-ttl", type=float, default=None,
               help="Seconds a claim outlives a silent driver before another host may take its trial; "
                    "default: --trial-timeout plus 120 s, else 900 s.")
 @click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="Run trials in worker processes here, or as Ray tasks (pip install 'optbench[ray]').")
 @click.option("--address", default=None, help="Ray cluster address (e.g. auto); default: start a local Ray.")
-@click.option("--gpus-per-trial", default=0.0, show_default=True, type=click.FloatRange(0),
+@click.option("--gpus-per-trial", default=0.0, show_default=True, type=float,
               help="GPUs a Ray task asks for when its preset wants a GPU.")
-@click.option("--cpus-per-trial", default=1.0, show_default=True, type=click.FloatRange(0),
+@click.option("--cpus-per-trial", default=1.0, show_default=True, type=float,
               help="CPUs each Ray task asks for.")
-@click.option("--ray-timeout", default=30.0, show_default=True, type=float, callback=_seconds,
+@click.option("--ray-timeout", default=30.0, show_default=True, type=float,
               help="Seconds to reach the Ray cluster before giving up.")
-def run_cmd(optimizers, tasks, suite, preset, seeds, hp, schedules, dry_run, results, force, device, data_dir,
-            synthetic, amp, channels_last, metrics, no_metrics, metrics_every, trial_timeout, workers, torch_threads,
-            alone, claim_ttl, executor, address, gpus_per_trial, cpus_per_trial, ray_timeout) -> None:
+def run_cmd(results, force, **flags) -> None:
     """Run optimizers on tasks and write one Parquet row per trial under --results."""
+    from rich.markup import escape
+
     from optbench.executor import LocalOptions, run_local
-    from optbench.planner import plan
-    from optbench.runner import RunSettings
+    from optbench.plan_request import RunRequest
+    from optbench.planner import plan_run
     from optbench.store import Store
 
     cli = cli_context()
     err_console = cli.err_console
-    registry = cli.registry
-    if data_dir is not None and not data_dir.is_dir():
-        raise OptbenchError(f"the data directory {data_dir} does not exist.",
-                            "Pass --data-dir (or $OPTBENCH_DATA) pointing at your datasets, or use --synthetic.")
-    task_names = list(tasks) or registry.suite(suite)
-    options = {"synthetic": True} if synthetic else {}
-    if amp:
-        options["amp"] = amp
-    if channels_last:
-        options["channels_last"] = True
-    suite_options: dict[str, dict] = {}
-    if not tasks and data_dir is None:  # a suite's declared options (e.g. synthetic data) apply without --data-dir
-        for name in task_names:
-            declared = dict(registry.task(name).spec.suite_options.get(suite, {}))
-            if declared:
-                suite_options[name] = declared
-                err_console.print(f"[dim]{name}: suite {suite!r} runs it with {declared} "
-                                  "(pass --data-dir for real data)[/dim]")
-    trials = plan(registry, list(optimizers), task_names, preset, range(seeds), hp, options, suite_options,
-                  schedules)
-    if dry_run:
+    request = RunRequest(**flags)  # every flag but --results and --force is a field of the request
+    run = plan_run(cli.registry, request)
+    for note in run.notes:
+        err_console.print(f"[dim]{escape(note)}[/dim]")
+    trials, settings = run.trials, run.settings
+    if request.dry_run:
         print_plan(cli, trials)
         return
-    if no_metrics and metrics:
-        raise OptbenchError("--no-metrics and --metrics contradict each other.", "Pass one of them.")
-    if no_metrics:
-        metric_names: list[str] | None = []
-    else:
-        metric_names = list(metrics) or None
-        for m in metric_names or []:
-            registry.metric(m)
-    settings = RunSettings(device=device, data_dir=data_dir, metrics=metric_names, metrics_every=metrics_every,
-                           trial_timeout_s=trial_timeout, run_id=uuid.uuid4().hex[:12])
-    if device == "cuda" and executor == "local":  # on Ray the workers, not this driver, need the GPU
-        import torch
-
-        if not torch.cuda.is_available():
-            raise OptbenchError("--device cuda was asked for, but torch sees no CUDA device.",
-                                "Use --device cpu or --device auto.")
     store = Store(results)
-    if executor == "ray":
+    if request.executor == "ray":
         from optbench.executor_ray import run_ray
 
-        outcome = run_ray(trials, store, registry, settings, force=force, console=err_console, address=address,
-                          gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-                          connect_timeout_s=ray_timeout, claim_ttl_s=claim_ttl)
+        outcome = run_ray(trials, store, cli.registry, settings, force=force, console=err_console,
+                          address=request.address, gpus_per_trial=request.gpus_per_trial,
+                          cpus_per_trial=request.cpus_per_trial, connect_timeout_s=request.ray_timeout,
+                          claim_ttl_s=request.claim_ttl)
     else:
-        def runs_alone(trial) -> bool:
-            return any(fnmatch.fnmatch(trial.optimizer, p) or fnmatch.fnmatch(trial.task, p) for p in alone)
-
-        local = LocalOptions(workers=workers, threads=torch_threads, alone=runs_alone if alone else None,
-                             claim_ttl_s=claim_ttl)
-        outcome = run_local(trials, store, registry, settings, force=force, console=err_console, options=local)
+        local = LocalOptions(workers=request.workers, threads=request.torch_threads,
+                             alone=run.runs_alone if request.alone else None, claim_ttl_s=request.claim_ttl)
+        outcome = run_local(trials, store, cli.registry, settings, force=force, console=err_console, options=local)
     if outcome.busy:
         err_console.print(f"[yellow]{len(outcome.busy)} trial(s) are being run by another optbench process on "
                           f"{results}[/yellow]; re-run later to pick up any it leaves unfinished.")
@@ -176,5 +123,3 @@ def run_cmd(optimizers, tasks, suite, preset, seeds, hp, schedules, dry_run, res
     print_summary(cli, store, lambda df: df[df["trial_id"].isin(ids)])
     for problem in dict.fromkeys(outcome.observer_problems):  # after the table, where they are seen
         cli.warn(f"{problem} (the trial's results were saved)")
-
-

@@ -1,15 +1,14 @@
 """`optbench tune`: the same budget of configurations for every optimizer, selected on validation, reported on
-fresh seeds (optbench/tuning.py has the protocol; this module parses, checks and prints)."""
+fresh seeds (optbench/tuning.py has the protocol). This module parses the flags into a `TuneRequest`, which the
+planner checks and plans (planner.plan_tuning, with the checks `optbench run` uses), and prints."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import click
 
 from optbench.cli.context import DEFAULT_RESULTS, cli_context
-from optbench.errors import OptbenchError
 
 
 @click.command("tune")
@@ -33,9 +32,9 @@ from optbench.errors import OptbenchError
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="OPTBENCH_DATA",
               help="Where real datasets live (or $OPTBENCH_DATA). Nothing is ever downloaded.")
 @click.option("--synthetic", is_flag=True, help="Use deterministic synthetic data for dataset tasks.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--workers", default=1, show_default=True, type=int,
               help="Trials run at once (each in its own worker process); also configurations asked at once.")
-@click.option("--trial-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--trial-timeout", type=float, default=None,
               help="Stop a trial after this many seconds (it becomes a failed trial of the study).")
 @click.option("--no-metrics", is_flag=True, help="No metric plugins on the fresh-seed re-runs either "
               "(search trials never compute them: selection needs only validation numbers).")
@@ -43,37 +42,21 @@ from optbench.errors import OptbenchError
 def tune_cmd(optimizers, tasks, budget, sampler, seeds, preset, schedule, prefix, sampler_seed, results, device,
              data_dir, synthetic, workers, trial_timeout, no_metrics, dry_run) -> None:
     """Tune each optimizer on each task with the same budget, select on validation, report on fresh seeds."""
-    from optbench.planner import expand_optimizers
-    from optbench.schedules import parse_schedule
-    from optbench.tuning import FINAL_SEED_BASE, StudyPlan, check_resumable, existing_study, parse_space, space_text
+    from optbench.plan_request import RunRequest, TuneRequest
+    from optbench.planner import plan_tuning
+    from optbench.tuning import FINAL_SEED_BASE, check_resumable, existing_study, probe_objective, space_text
 
     cli = cli_context()
-    if budget < 1:
-        raise OptbenchError(f"--budget must be at least 1 configuration, not {budget}.",
-                            "Give every optimizer the same number of tries, e.g. --budget 16.")
-    if seeds < 1:
-        raise OptbenchError(f"--seeds must be at least 1, not {seeds}.", "The selected configuration is re-run on "
-                            "this many fresh seeds for the reported numbers, e.g. --seeds 3.")
-    if data_dir is not None and not data_dir.is_dir():
-        raise OptbenchError(f"the data directory {data_dir} does not exist.", "Pass --data-dir or use --synthetic.")
     registry = cli.registry
-    names = expand_optimizers(registry, list(optimizers))
-    sched = parse_schedule(schedule)
-    sched = {} if sched == {"name": "constant"} else sched
-    options = {"synthetic": True} if synthetic else {}
-    for task in tasks:
-        spec = registry.task(task).spec
-        if preset not in spec.presets:
-            raise OptbenchError(f"task {task!r} has no preset {preset!r}.", f"Its presets: {', '.join(spec.presets)}.")
-    for name in names:  # every search space must be sampleable before anything runs
-        opt = registry.optimizer(name).spec
-        parse_space(name, opt.search_space, opt.defaults)
-    plans = [StudyPlan(t, preset, o, budget, sampler, sched, options, prefix) for t in tasks for o in names]
+    run = RunRequest(optimizers=tuple(optimizers), tasks=tuple(tasks), preset=preset, seeds=seeds,
+                     schedules=(schedule,), device=device, data_dir=data_dir, synthetic=synthetic, workers=workers,
+                     trial_timeout=trial_timeout, no_metrics=no_metrics, dry_run=dry_run)
+    tune = plan_tuning(registry, TuneRequest(run, budget, sampler, prefix, sampler_seed))
+    plans = tune.studies
     if dry_run:
         _print_plans(cli, plans, seeds)
         return
-    from optbench.tuning import probe_objective
-
+    options = plans[0].options
     objectives = {t: probe_objective(registry, t, preset, options, data_dir) for t in tasks}
     root = Path(results)
     for plan in plans:  # a study whose space changed stops everything before anything is written
@@ -81,39 +64,35 @@ def tune_cmd(optimizers, tasks, budget, sampler, seeds, preset, schedule, prefix
         if study is not None:
             opt = registry.optimizer(plan.optimizer).spec
             check_resumable(study, plan, space_text(opt.search_space), objectives[plan.task])
-    outcomes = _run(cli, plans, objectives, root, seeds, sampler_seed, device, data_dir, workers, trial_timeout,
-                    no_metrics)
+    outcomes = _run(cli, tune, objectives, root)
     _print_outcomes(cli, outcomes, root, seeds, FINAL_SEED_BASE)
 
 
-def _run(cli, plans, objectives, root: Path, seeds: int, sampler_seed: int, device: str, data_dir, workers: int,
-         trial_timeout, no_metrics: bool):
+def _run(cli, tune, objectives, root: Path):
     from optbench.executor import LocalOptions, run_local
-    from optbench.runner import RunSettings
     from optbench.store import Store
     from optbench.tuning import Tuner
 
     registry = cli.registry
     store = Store(root)
     store.prepare()
-    run_id = uuid.uuid4().hex[:12]
-    search = RunSettings(device=device, data_dir=data_dir, metrics=[], trial_timeout_s=trial_timeout, run_id=run_id)
-    final = RunSettings(device=device, data_dir=data_dir, metrics=[] if no_metrics else None,
-                        trial_timeout_s=trial_timeout, run_id=run_id)
+    workers = tune.request.run.workers
 
     def execute(trials) -> None:
         if not trials:
             return
-        settings = final if trials[0].study_role == "final" else search
+        settings = tune.final if trials[0].study_role == "final" else tune.search
         run_local(trials, store, registry, settings, console=cli.err_console,
                   options=LocalOptions(workers=min(workers, len(trials))))
 
     tuner = Tuner(store, registry, execute, root, on_event=lambda m: cli.err_console.print(f"[dim]{m}[/dim]"))
     outcomes = []
+    plans = tune.studies
     for i, plan in enumerate(plans, start=1):
         cli.err_console.print(f"[bold]study {i}/{len(plans)}[/bold] {plan.name}: {plan.budget} configuration(s), "
                               f"selected on {objectives[plan.task].column}", highlight=False)
-        outcomes.append(tuner.run(plan, objectives[plan.task], seeds, sampler_seed, batch=workers))
+        outcomes.append(tuner.run(plan, objectives[plan.task], tune.request.run.seeds, tune.request.sampler_seed,
+                                  batch=workers))
     return outcomes
 
 
