@@ -106,13 +106,17 @@ def test_leaderboard_shows_the_tuned_choice_and_the_untuned_defaults_apart(tuned
     src, plan, res, registry = tuned
     root = tmp_path / "copy"
     shutil.copytree(src, root)  # the shared study stays as it was for the other tests
-    make_tuner(root, registry).execute([Trial("tiny-regression", "smoke", "plain-sgd", {"lr": 0.01}, 0)])  # defaults
+    make_tuner(root, registry).execute([Trial("tiny-regression", "smoke", "plain-sgd", {"lr": 0.01}, 0),  # defaults
+                                        Trial("tiny-regression", "smoke", "bad-space", {"lr": 0.01}, 0)])  # untuned only
     board = load_board(root, registry)
     assert board.view == TUNED and list(board.summary["config"]) == [res.selected["config"]]
     assert int(board.summary.iloc[0]["seeds"]) == 2  # the fresh seeds only, never the search seed
-    assert board.untuned is not None and list(board.untuned.summary["config"]) == ["plain-sgd"]
+    assert board.untuned is not None and sorted(board.untuned.summary["config"]) == ["bad-space", "plain-sgd"]
     pages = render(board)
     assert "Tuned:" in pages["index.html"] and "untuned.html" in pages["index.html"]
+    # each overview counts what it ranks: the tuned board its one tuned optimizer, the untuned board both
+    assert "<strong>1</strong> tuned optimizer(s)" in pages["index.html"]
+    assert "<strong>2</strong> optimizers" in pages["untuned.html"]
     assert "Untuned:" in pages["untuned.html"] and "not the tuned leaderboard" in pages["untuned.html"]
     opt_page = pages["optimizer-plain-sgd.html"]
     assert plan.name in opt_page and "log-uniform" in opt_page and ">6<" in opt_page  # budget, search space

@@ -191,7 +191,10 @@ def overview_page(board: Board, title: str = "Optimizer leaderboard", href: str 
              "task(s) are ranked apart below" if not board.only_synthetic else
              "synthetic (diagnostic) tasks only — these results hold no real-data task, so this is a diagnostic, "
              "not a benchmark ranking")
-    lead = (f'<p class="lead"><strong>{len(board.optimizers)}</strong> optimizers on <strong>{len(board.problems)}'
+    # count what this view shows: on a tuned board, the tuned optimizers (the others are on the untuned board)
+    n_shown = int(s["optimizer"].nunique())
+    kind = "tuned optimizer(s)" if board.view == TUNED else "optimizers"
+    lead = (f'<p class="lead"><strong>{n_shown}</strong> {kind} on <strong>{len(board.problems)}'
             f"</strong> task(s), {seeds} ({len(board.trials)} trials). Ranked on {scope}, by the "
             "AlgoPerf-style score: the area under the performance profile of time-to-target for τ from 1 to 4, "
             f"divided by 3 (1 = fastest to the target on every task). {leader_sentence(rk)}</p>")
