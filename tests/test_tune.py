@@ -107,7 +107,7 @@ def test_leaderboard_shows_the_tuned_choice_and_the_untuned_defaults_apart(tuned
     root = tmp_path / "copy"
     shutil.copytree(src, root)  # the shared study stays as it was for the other tests
     make_tuner(root, registry).execute([Trial("tiny-regression", "smoke", "plain-sgd", {"lr": 0.01}, 0),  # defaults
-                                        Trial("tiny-regression", "smoke", "bad-space", {"lr": 0.01}, 0)])  # untuned only
+                                        Trial("tiny-regression", "smoke", "bad-space", {"lr": 0.01}, 0)])  # not tuned
     board = load_board(root, registry)
     assert board.view == TUNED and list(board.summary["config"]) == [res.selected["config"]]
     assert int(board.summary.iloc[0]["seeds"]) == 2  # the fresh seeds only, never the search seed
