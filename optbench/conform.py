@@ -74,15 +74,34 @@ def _family(t: pa.DataType) -> str:
     return str(t)
 
 
+#: check_types' answers as (file schema, canonical schema, problem): per-trial files share a handful of
+#: schemas, so a resume over thousands of them judges each schema once (found by equals(): cheap, and blind
+#: to metadata, which varies per plugin while the fields do not)
+_CHECKED: list[tuple[pa.Schema, pa.Schema, str | None]] = []
+_UNSEEN = object()
+
+
 def check_types(schema: pa.Schema, canonical: pa.Schema) -> None:
     """BadFile when a canonical column holds values of another kind (text where numbers belong, ...): what a
     file's footer alone can tell, so that resume need not read every row."""
+    problem = next((p for seen, canon, p in _CHECKED if canon is canonical and seen.equals(schema)), _UNSEEN)
+    if problem is _UNSEEN:
+        problem = _type_problem(schema, canonical)
+        del _CHECKED[63:]
+        _CHECKED.insert(0, (schema, canonical, problem))
+    if problem is not None:
+        raise BadFile(problem)
+
+
+def _type_problem(schema: pa.Schema, canonical: pa.Schema) -> str | None:
+    wanted = {f.name: f.type for f in canonical}
     for f in schema:
-        if f.name not in canonical.names:
+        if f.name not in wanted:
             continue
-        have, want = _family(f.type), _family(canonical.field(f.name).type)
+        have, want = _family(f.type), _family(wanted[f.name])
         if have != want and have != "null":
-            raise BadFile(f"column {f.name!r} holds {f.type} values where {canonical.field(f.name).type} belongs")
+            return f"column {f.name!r} holds {f.type} values where {wanted[f.name]} belongs"
+    return None
 
 
 def conform(table: pa.Table, schema: pa.Schema, required: Iterable[str]) -> pa.Table:

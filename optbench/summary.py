@@ -123,8 +123,13 @@ def _joined(frame: pd.DataFrame, col: str, index: pd.Index, sep: str, empty: Any
         return pd.Series(empty, index=index, dtype=object)
     vals = frame[[*GROUP, col]].dropna(subset=[col])
     vals = vals.assign(**{col: vals[col].astype(str)})
-    vals = vals[vals[col] != ""].drop_duplicates().sort_values(col)
-    joined = vals.groupby(GROUP, sort=True)[col].agg(sep.join)
+    vals = vals[vals[col] != ""].drop_duplicates().sort_values(col, kind="stable")
+    grouped = vals.groupby(GROUP, sort=True)[col]
+    joined = grouped.first().astype(object)  # the one value of most cells, without a Python call per cell
+    sizes = grouped.size()
+    if (sizes > 1).any():  # only cells with several values are joined one by one
+        several = vals.set_index(GROUP).loc[sizes.index[sizes > 1]]
+        joined.update(several.groupby(level=GROUP, sort=True)[col].agg(sep.join))
     return joined.reindex(index).astype(object).where(lambda s: s.notna(), empty)
 
 

@@ -66,3 +66,25 @@ def test_gate_table_fits_eighty_columns(tmp_path):
     table_lines = [line for line in out.output.splitlines() if "pass" in line]
     assert table_lines and all(len(line) <= 80 for line in out.output.splitlines())
     assert "…" not in out.output and "0.9033 ± 0.001" in out.output  # the baseline's test accuracy, whole
+
+
+def test_gate_table_lists_the_most_severe_cells_of_a_large_comparison(tmp_path, monkeypatch):
+    import optbench.cli.gate as gate_cli
+
+    base = _results(tmp_path)
+    cand = tmp_path / "cand"
+    for seed in range(3):  # lion-ib got worse: its cell is the one regression among three
+        _write(cand, "a-task-with-a-long-descriptive-name", "adamw", seed, 0.912345 + 0.001 * seed)
+        _write(cand, "a-task-with-a-long-descriptive-name", "lion-ib", seed, 0.51 + 0.002 * seed,
+               {"lr": 3e-4, "weight_decay": 0.1, "mode": "temperature"})
+        _write(cand, "other", "lion", seed, 0.7)
+    monkeypatch.setattr(gate_cli, "TABLE_ROWS", 1)
+    args = ["gate", "--baseline", str(base), "--candidate", str(cand)]
+    wide = {"terminal_width": 200, "env": {"COLUMNS": "200"}}
+    out = CliRunner().invoke(main, args, **wide)
+    assert out.exit_code == 1, out.output
+    # the regressed lion-ib cell is listed (candidate 0.502), adamw's passing one (0.9033) is not
+    assert "regression" in out.output and "0.502 ± 0.002" in out.output and "0.9033" not in out.output
+    assert "2 of 3 cells not listed (all: 2 pass, 1 regression)" in out.output
+    every = CliRunner().invoke(main, [*args, "--all"], **wide)
+    assert "0.9033" in every.output and "not listed" not in every.output

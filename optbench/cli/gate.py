@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,9 +19,22 @@ if TYPE_CHECKING:
 
 
 
-def render_table(report: GateReport, width: int | None = None) -> Table:
+#: cells listed in the terminal table unless --all: a board of 20 000 cells is read through its regressions
+#: and warnings (listed first); --json and --markdown always carry every cell
+TABLE_ROWS = 200
+_SEVERITY = {"regression": 0, "warning": 1, "new": 2}
+
+
+def shown_cells(report: GateReport, show_all: bool = False) -> list:
+    """The cells the table lists: all of them when few (or --all), else the TABLE_ROWS most severe ones."""
+    if show_all or len(report.cells) <= TABLE_ROWS:
+        return report.cells
+    return sorted(report.cells, key=lambda c: _SEVERITY.get(c.status, 3))[:TABLE_ROWS]
+
+
+def render_table(report: GateReport, width: int | None = None, cells: list | None = None) -> Table:
     """The gate's verdicts as a table that fits `width` (the verdict and the numbers first; None: every column),
-    one row per compared cell."""
+    one row per cell of `cells` (default: every compared cell)."""
     from rich.markup import escape
 
     from optbench.cli.fit import Column, fitted_table
@@ -36,7 +50,7 @@ def render_table(report: GateReport, width: int | None = None) -> Table:
             Column("baseline", priority=3), Column("candidate", priority=4),
             Column("worse by (allowed)", priority=6), Column(f"×{ref}", priority=7, justify="left"),
             Column("seeds ok", priority=8, justify="left"), Column("notes", priority=9, wrap=True, justify="left")]
-    for c in report.cells:
+    for c in report.cells if cells is None else cells:
         values = [escape(f"{c.task}/{c.preset}"), escape(c.config or c.optimizer),
                   f"[{style[c.status]}]{c.status}[/]",
                   c.metric.removeprefix("final_").replace("_", " ") if c.metric else "—",
@@ -68,9 +82,11 @@ def render_table(report: GateReport, width: int | None = None) -> Table:
               help="Judge quality and trial counts only (for a baseline that ran on another machine).")
 @click.option("--task", "tasks", multiple=True, help="Compare only this task (repeatable).")
 @click.option("--wide", is_flag=True, help="Show every column of the table, however wide the terminal.")
+@click.option("--all", "show_all", is_flag=True,
+              help=f"List every cell in the table (by default at most {TABLE_ROWS}, the most severe first).")
 def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: float, speed_tol: float,
              as_json: bool, markdown: Path | None, skip_bad: bool, quality_only: bool, tasks: tuple[str, ...],
-             wide: bool = False) -> None:
+             wide: bool = False, show_all: bool = False) -> None:
     """Compare CANDIDATE results with BASELINE per task × optimizer configuration; exit 1 on a regression."""
     from rich.markup import escape
 
@@ -95,7 +111,14 @@ def gate_cmd(baseline: Path, candidate: Path, quality_k: float, quality_tol: flo
     else:
         out = cli.console
         # --wide: every column at its natural width, however narrow the terminal (lines may then be long)
-        out.print(render_table(report, None if wide else out.width), crop=not wide, width=10_000 if wide else None)
+        cells = shown_cells(report, show_all)
+        out.print(render_table(report, None if wide else out.width, cells), crop=not wide,
+                  width=10_000 if wide else None)
+        if len(cells) < len(report.cells):
+            counts = Counter(c.status for c in report.cells)
+            out.print(f"{len(report.cells) - len(cells)} of {len(report.cells)} cells not listed (all: "
+                      + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+                      + "); --all lists every cell, --json and --markdown carry them all.", highlight=False)
         if report.only_baseline:
             out.print(f"[yellow]{len(report.only_baseline)} baseline cell(s) not run by the candidate:[/yellow] "
                       + escape(", ".join(cell_name(report, k) for k in report.only_baseline)), highlight=False)
