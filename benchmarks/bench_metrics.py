@@ -8,6 +8,11 @@ about (number of HVPs) × that, which says what dominates. `--curvature-size N` 
 N images of the curvature batch instead (what a smaller metric batch would cost; not the task's definition).
 A task whose real data is absent (CIFAR-10) runs on its synthetic data, as in the diagnostics suite.
 
+Products (--products): one HVP per direction, in training steps, by the engine's double backward (one
+direction, and k directions vectorised with `is_grads_batched`) and by forward-over-reverse
+(`torch.func.jvp` of `torch.func.grad`, vmapped over k directions), interleaved with training steps: whether
+batching directions or another AD mode would make the products cheaper.
+
 Accuracy (--dense): the defaults against dense `eigvalsh` on a 2,738-parameter CNN trained on scikit-learn's
 digits for several numbers of Adam steps, over several probe seeds (the metric step): worst and mean
 relative error of each quantity, and the reported standard errors.
@@ -97,6 +102,74 @@ def cost(name: str, registry, repeats: int, curvature_size: int | None) -> None:
         print(f"| {name} | | | | | {m} | {hvps[m]} | {statistics.median(per[m]) / s:.0f} |")
 
 
+def products(name: str, registry, repeats: int, widths: tuple[int, ...] = (1, 4, 8)) -> None:
+    from torch.func import functional_call, grad, jvp, vmap
+
+    task = build(name, registry)
+    params = task.parameters()
+    names = [k for k, p in task.model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, 1e-3)
+    stream = task.batches()
+
+    class CurvatureLoss(torch.nn.Module):  # functional_call swaps the parameters task.curvature_loss() reads
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = task.model
+
+        def forward(self) -> torch.Tensor:
+            return task.curvature_loss()
+
+    wrapper = CurvatureLoss()
+
+    def step() -> float:
+        task.train()
+        batch = next(stream)
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        task.loss(batch).backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    def directions(k: int) -> list[torch.Tensor]:
+        return [torch.randn(k, *p.shape) for p in params]
+
+    def double_backward(k: int) -> float:
+        task.eval()
+        hvp = make_hvp(task, params, [0])
+        hvp([torch.randn_like(p) for p in params])  # first-order graph built outside the timing
+        vs = directions(k)
+        t0 = time.perf_counter()
+        hvp([v[0] for v in vs]) if k == 1 else hvp.batched(vs)
+        return (time.perf_counter() - t0) / k
+
+    def forward_over_reverse(k: int) -> float:
+        task.eval()
+        point = {f"model.{m}": p.detach() for m, p in zip(names, params, strict=True)}
+        g = grad(lambda ps: functional_call(wrapper, ps, ()))
+
+        def one(v: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return jvp(g, (point,), (v,))[1]
+
+        vs = {f"model.{m}": v for m, v in zip(names, directions(k), strict=True)}
+        t0 = time.perf_counter()
+        one({m: v[0] for m, v in vs.items()}) if k == 1 else vmap(one)(vs)
+        return (time.perf_counter() - t0) / k
+
+    for _ in range(3):
+        step()
+    kinds = [(f"double backward, {k} direction(s)", double_backward, k) for k in widths]
+    kinds += [(f"forward-over-reverse, {k} direction(s)", forward_over_reverse, k) for k in widths]
+    times: dict[str, list[float]] = {label: [] for label, _, _ in kinds}
+    steps = []
+    for _ in range(repeats):
+        for label, fn, k in kinds:
+            steps.append(step())
+            times[label].append(fn(k))
+    s = statistics.median(steps)
+    for label, _, _ in kinds:
+        print(f"| {name} | {label} | {statistics.median(times[label]) / s:.2f} |")
+
+
 def dense(states: list[int], seeds: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from curvature_models import DigitsCNNTask, dense_gaps, dense_hessian, trained_digits_cnn
@@ -133,6 +206,8 @@ def main() -> None:
     ap.add_argument("--dense", action="store_true", help="accuracy against dense eigvalsh instead of cost")
     ap.add_argument("--states", type=int, nargs="+", default=[30, 150, 600, 2000])
     ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--products", action="store_true",
+                    help="one HVP per direction by double backward and forward-over-reverse, batched or not")
     ap.add_argument("--curvature-size", type=int, default=None,
                     help="cost only: metrics on the first N images of the curvature batch")
     args = ap.parse_args()
@@ -143,6 +218,12 @@ def main() -> None:
         dense(args.states, args.seeds)
         return
     registry = load_registry()
+    if args.products:
+        print("| task | product | per direction, in training steps |")
+        print("|---|---|---|")
+        for name in args.tasks:
+            products(name, registry, args.repeats)
+        return
     print("| task | params | curvature / training batch | step ms | one HVP in steps | metric | HVPs | "
           "cost in training steps |")
     print("|---|---|---|---|---|---|---|---|")
