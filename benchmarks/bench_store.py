@@ -115,8 +115,10 @@ def build_root(root: Path, n: int, loose: int, segment_rows: int) -> list[str]:
     return trials.column("trial_id").to_pylist()
 
 
-def timed(cmd: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) of the command's own process, exit code."""
+def timed(cmd: list[str]) -> tuple[float, float, int, float]:
+    """Wall seconds, peak RSS (MB) of the command's own process, exit code, CPU seconds (user + system, all
+    its threads): on a shared machine the CPU time says what the command costs, the wall time what the load
+    let it have."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -125,21 +127,22 @@ def timed(cmd: list[str]) -> tuple[float, float, int]:
     err = proc.stderr.read().decode()
     if proc.returncode not in (0, 1):
         print(err[-2000:], file=sys.stderr)
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    return wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
-def skip_check(root: Path, ids: list[str]) -> tuple[float, int]:
-    t0 = time.perf_counter()
+def skip_check(root: Path, ids: list[str]) -> tuple[float, int, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
     done = Store(root).done_ids(ids)
-    return time.perf_counter() - t0, len(done)
+    return time.perf_counter() - t0, len(done), time.process_time() - c0
 
 
-def report(name: str, seconds: float, rss_mb: float | None = None, note: str = "") -> None:
+def report(name: str, seconds: float, rss_mb: float | None = None, note: str = "", cpu: float | None = None) -> None:
     goal = GOALS.get(name)
     verdict = "" if goal is None else ("within goal" if seconds <= goal else "OVER goal")
     mem = "" if rss_mb is None else f"  peak RSS {rss_mb:7.0f} MB" + (" (OVER 2 GB)" if rss_mb > MEMORY_GOAL_MB else "")
     goal_text = "" if goal is None else f" (goal ≤ {goal:g} s, {verdict})"
-    print(f"{name:>18}: {seconds:7.2f} s{goal_text}{mem}{note}", flush=True)
+    cpu_text = "" if cpu is None else f"  cpu {cpu:6.2f} s"
+    print(f"{name:>18}: {seconds:7.2f} s{goal_text}{cpu_text}{mem}{note}", flush=True)
 
 
 def main() -> None:
@@ -160,9 +163,10 @@ def main() -> None:
         t0 = time.perf_counter()
         ids = build_root(root, args.trials, args.loose, args.segment_rows)
         print(f"{'generate':>18}: {time.perf_counter() - t0:7.2f} s (not a goal)", flush=True)
-        seconds, n_done = skip_check(root, ids)
+        seconds, n_done, cpu = skip_check(root, ids)
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        report("skip check", seconds, note=f"  ({n_done} done; this process peaked at {own:.0f} MB incl. generation)")
+        report("skip check", seconds, note=f"  ({n_done} done; this process peaked at {own:.0f} MB incl. generation)",
+               cpu=cpu)
         commands = {
             "results": [*cli, "results", "--results", str(root), "--json"],
             "gate": [*cli, "gate", "--baseline", str(root), "--candidate", str(root)],
@@ -171,12 +175,13 @@ def main() -> None:
         for name, cmd in commands.items():
             if name in args.skip:
                 continue
-            seconds, rss, rc = timed(cmd)
-            report(name, seconds, rss, f"  exit {rc}" if rc else "")
-        seconds, rss, rc = timed([*cli, "compact", "--results", str(root), "--segment-rows", str(args.segment_rows)])
-        report("compact", seconds, rss, f"  ({args.loose} per-trial files; exit {rc})")
-        seconds, n_done = skip_check(root, ids)
-        report("skip check", seconds, note=f"  after compact ({n_done} done)")
+            seconds, rss, rc, cpu = timed(cmd)
+            report(name, seconds, rss, f"  exit {rc}" if rc else "", cpu)
+        seconds, rss, rc, cpu = timed([*cli, "compact", "--results", str(root), "--segment-rows",
+                                       str(args.segment_rows)])
+        report("compact", seconds, rss, f"  ({args.loose} per-trial files; exit {rc})", cpu)
+        seconds, n_done, cpu = skip_check(root, ids)
+        report("skip check", seconds, note=f"  after compact ({n_done} done)", cpu=cpu)
     finally:
         if args.root is None:
             shutil.rmtree(tmp, ignore_errors=True)

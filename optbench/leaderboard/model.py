@@ -65,13 +65,23 @@ class Board:
         """Every trial read, whatever the view (search trials included)."""
         return self.all_trials if self.all_trials is not None else self.trials
 
+    def _memo(self, name: str, sources: tuple[Any, ...], compute: Any) -> Any:
+        """`compute()` once per set of `sources`: pages ask for these per optimizer and per figure, and each
+        answer is a pass over every trial (sources are checked by identity, so a replaced table recomputes)."""
+        memo = self.__dict__.setdefault("_memo_store", {})
+        hit = memo.get(name)
+        if hit is None or any(a is not b for a, b in zip(hit[0], sources, strict=True)):
+            hit = memo[name] = (sources, compute())
+        return hit[1]
+
     @property
     def tasks(self) -> list[str]:
-        return sorted(self.everything["task"].dropna().unique())
+        return self._memo("tasks", (self.everything,), lambda: sorted(self.everything["task"].dropna().unique()))
 
     @property
     def optimizers(self) -> list[str]:
-        return sorted(self.everything["optimizer"].dropna().astype(str).unique())
+        return self._memo("optimizers", (self.everything,),
+                          lambda: sorted(self.everything["optimizer"].dropna().astype(str).unique()))
 
     @property
     def problems(self) -> list[str]:
@@ -82,9 +92,11 @@ class Board:
         figure that shows one of them gives it a free colour of its own (plots.figure_colors)."""
         from optbench.leaderboard.plots import GREY, HIGHLIGHT
 
-        order = list(self.ranking["optimizer"]) if not self.ranking.empty else self.optimizers
-        top = order[: len(HIGHLIGHT)]
-        return HIGHLIGHT[top.index(optimizer)] if optimizer in top else GREY
+        def top() -> list[str]:
+            return (list(self.ranking["optimizer"]) if not self.ranking.empty else self.optimizers)[: len(HIGHLIGHT)]
+
+        top_ten = self._memo("top", (self.ranking, self.everything), top)
+        return HIGHLIGHT[top_ten.index(optimizer)] if optimizer in top_ten else GREY
 
     def provenance(self) -> dict[str, Any]:
         t = self.trials

@@ -464,8 +464,9 @@ def optimizer_page(board: Board, name: str) -> str:
         body.append(no_results(f"for optimizer {name}"))
     else:
         rows, classes = [], []
+        per_problem = board.summary["problem"].value_counts()
         for _, r in s.iterrows():
-            n_here = int((board.summary["problem"] == r["problem"]).sum())
+            n_here = int(per_problem[r["problem"]])
             marks = synthetic_badge(r["dataset"]) if r["synthetic"] else ""
             rows.append([Cell(f'<a href="{task_href(r["task"])}">{esc(r["task"])}</a>/{esc(r["preset"])}{marks}',
                               r["problem"]),
