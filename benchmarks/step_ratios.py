@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             status.update(f"timing {c.name} against {REFERENCE} (first steps include any compile)")
             r = stepbench.interleaved_ratio(c, reference, args.device, args.rounds, args.warmup)
             rows.append(r)
-            console.print(f"{r.name}: {r.median:.2f}× ({r.lo:.2f}–{r.hi:.2f}), load {_load()}"
+            console.print(f"{escape(r.name)}: {r.median:.2f}× ({r.lo:.2f}–{r.hi:.2f}), load {_load()}"
                           + (f" [red]{escape(r.error[:80])}[/red]" if r.error else ""))
     table = Table(title=f"optimizer.step() / {REFERENCE}.step(), interleaved", title_justify="left")
     for col in ("optimizer", "× adamw", "quartiles", "adamw ms", "note"):

@@ -26,6 +26,13 @@ IMPLS = ("auto", "loop", "fused")
 COMPILE_MIN_NUMEL = 1_000_000
 KAPPA_MAX = 1e30  # Lion-IB: large enough that tanh saturates, small enough that kappa*c cannot be inf*0
 
+#: inductor options for every fused kernel. On CPU these kernels are compute-bound, not memory-bound (a kernel
+#: moving the same bytes as AdamW with no division measured 0.81x fused AdamW; Lion-IB's two divisions and
+#: rational tanh make it ~2.5x): letting the C++ compiler contract a*b+c into one fused multiply-add cut Lion-IB's
+#: and diffGrad's step by ~10% (docs/speed.md, "Fused kernels"). It changes rounding by at most one ulp per contracted
+#: operation; tests/fidelity/test_fused_kernels.py still holds the kernels to the loop at rtol 1e-10 in float64.
+COMPILE_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
+
 _compiled: dict[Callable, Callable] = {}
 _failed: dict[Callable, str] = {}  # kernel -> why torch.compile did not work for it here
 
@@ -48,7 +55,7 @@ def run(kernel: Callable, fallback: Callable, *args: Any) -> None:
     if kernel not in _failed:
         try:
             if kernel not in _compiled:
-                _compiled[kernel] = torch.compile(kernel, fullgraph=True, dynamic=False)
+                _compiled[kernel] = torch.compile(kernel, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
             _compiled[kernel](*args)
             return
         except Exception as exc:  # noqa: BLE001 - any compile failure means: use the eager loop
