@@ -87,6 +87,14 @@ class Board:
     def problems(self) -> list[str]:
         return sorted(self.summary["problem"].unique()) if not self.summary.empty else []
 
+    def trials_of(self, optimizer: str) -> pd.DataFrame:
+        """Every trial of one optimizer (search trials included), split once for all optimizer pages: a mask
+        over every trial per page made the build grow with optimizers x trials."""
+        everything = self.everything
+        groups = self._memo("by_optimizer", (everything,), lambda: dict(iter(
+            everything.groupby(everything["optimizer"].astype(str), sort=False))) if not everything.empty else {})
+        return groups.get(optimizer, everything.iloc[:0])
+
     def color(self, optimizer: str) -> str:
         """The board's top ten (by the ranking) keep one distinct colour on every page; the rest are grey, and a
         figure that shows one of them gives it a free colour of its own (plots.figure_colors)."""
@@ -114,7 +122,7 @@ class Board:
         """Plugin, paper, summary and defaults as recorded with the results (so the same Parquet renders the
         same everywhere); for files written before plugins were recorded, the installed registry, else the
         rows' hyperparameters."""
-        rows = self.everything[self.everything["optimizer"] == name]
+        rows = self.trials_of(name)
         info: dict[str, Any] = {"name": name, "source": "results", "summary": None, "paper": None,
                                 "defaults": None, "needs": None}
         info["plugin"] = ", ".join(sorted(set(rows["plugin"].dropna().astype(str)))) or None

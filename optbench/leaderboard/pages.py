@@ -476,7 +476,7 @@ def optimizer_page(board: Board, name: str) -> str:
                    *result_headers(board.columns)]
         body.append(table(headers, rows, "optimizer-results", classes))
     body.append("<h2 id=failed>Failed, diverged and timed-out trials</h2>")
-    body.append(failed_trials_table(board.everything[board.everything["optimizer"] == name], "failed-trials"))
+    body.append(failed_trials_table(board.trials_of(name), "failed-trials"))
     return page(f"Optimizer: {name}", "\n".join(body), meta_line(board))
 
 
@@ -485,7 +485,8 @@ def studies_section(board: Board, name: str) -> str:
     t = board.everything
     if "study" not in t or t.empty:
         return ""
-    mine = t[(t["optimizer"] == name) & t["study"].notna()]
+    mine = board.trials_of(name)
+    mine = mine[mine["study"].notna()]
     if mine.empty:
         return ("<h2 id=tuning>Tuning</h2><p class=note>Not tuned in these results: every number is at the "
                 "hyperparameters listed.</p>")
