@@ -13,6 +13,9 @@ direction, and k directions vectorised with `is_grads_batched`) and by forward-o
 (`torch.func.jvp` of `torch.func.grad`, vmapped over k directions), interleaved with training steps: whether
 batching directions or another AD mode would make the products cheaper.
 
+Arithmetic (--arithmetic): the default Lanczos (30 steps) and SLQ (4 × 30) recurrences with a diagonal
+operator in place of the Hessian, in training steps: what the set costs beyond its products.
+
 Accuracy (--dense): the defaults against dense `eigvalsh` on a 2,738-parameter CNN trained on scikit-learn's
 digits for several numbers of Adam steps, over several probe seeds (the metric step): worst and mean
 relative error of each quantity, and the reported standard errors.
@@ -170,6 +173,47 @@ def products(name: str, registry, repeats: int, widths: tuple[int, ...] = (1, 4,
         print(f"| {name} | {label} | {statistics.median(times[label]) / s:.2f} |")
 
 
+def arithmetic(name: str, registry, repeats: int) -> None:
+    from optbench import curvature as cv
+
+    task = build(name, registry)
+    params = task.parameters()
+    n = sum(p.numel() for p in params)
+    opt = torch.optim.AdamW(params, 1e-3)
+    stream = task.batches()
+    task.train()
+    diag = torch.rand(n, dtype=cv.WORK_DTYPE)
+
+    def step() -> float:
+        batch = next(stream)
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        task.loss(batch).backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    def top() -> None:
+        cv.lanczos(lambda v: diag * v, torch.randn(n, dtype=cv.WORK_DTYPE), 30)
+
+    def block() -> None:
+        cv.lanczos_block(lambda b: b * diag, torch.randn(4, n, dtype=cv.WORK_DTYPE), 30)
+
+    step()
+    steps, tops, blocks = [], [], []
+    for _ in range(repeats):
+        steps.append(step())
+        tops.append(timed(top))
+        steps.append(step())
+        blocks.append(timed(block))
+    s = statistics.median(steps)
+    print(f"| {name} | {n:,} | {statistics.median(tops) / s:.1f} | {statistics.median(blocks) / s:.1f} |")
+
+
 def dense(states: list[int], seeds: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from curvature_models import DigitsCNNTask, dense_gaps, dense_hessian, trained_digits_cnn
@@ -208,6 +252,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--products", action="store_true",
                     help="one HVP per direction by double backward and forward-over-reverse, batched or not")
+    ap.add_argument("--arithmetic", action="store_true",
+                    help="the Lanczos and SLQ recurrences without products, in training steps")
     ap.add_argument("--curvature-size", type=int, default=None,
                     help="cost only: metrics on the first N images of the curvature batch")
     args = ap.parse_args()
@@ -218,6 +264,12 @@ def main() -> None:
         dense(args.states, args.seeds)
         return
     registry = load_registry()
+    if args.arithmetic:
+        print("| task | params | Lanczos 30 steps, in training steps | SLQ 4 × 30, in training steps |")
+        print("|---|---|---|---|")
+        for name in args.tasks:
+            arithmetic(name, registry, args.repeats)
+        return
     if args.products:
         print("| task | product | per direction, in training steps |")
         print("|---|---|---|")
