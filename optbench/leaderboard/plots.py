@@ -224,8 +224,11 @@ def lr_sensitivity_figure(cells: pd.DataFrame, order: list[str], color, title: s
                                                          errors="coerce").notna().any() else "final_test_loss_mean"
     ylabel = "final test accuracy" if metric.endswith("accuracy_mean") else "final test loss"
     data = []
+    by_optimizer = dict(iter(cells.groupby(cells["optimizer"].astype(str), sort=False))) if len(cells) else {}
     for opt in order:
-        mine = cells[cells["optimizer"] == opt]
+        mine = by_optimizer.get(opt)
+        if mine is None:
+            continue
         pts = sorted((lr, float(v), str(c)) for lr, v, c in zip(mine["hparams"].map(_lr_of), mine[metric],
                                                                   mine["config"], strict=True)
                      if lr is not None and v is not None and math.isfinite(float(v)))
