@@ -104,6 +104,8 @@ def test_leaderboard_shows_the_tuned_choice_and_the_untuned_defaults_apart(tuned
     from optbench.leaderboard.site import render
 
     src, plan, res, registry = tuned
+    bare = load_board(src, registry)  # only the study: its choice must not pose as an untuned configuration
+    assert bare.view == TUNED and bare.untuned is not None and bare.untuned.summary.empty
     root = tmp_path / "copy"
     shutil.copytree(src, root)  # the shared study stays as it was for the other tests
     make_tuner(root, registry).execute([Trial("tiny-regression", "smoke", "plain-sgd", {"lr": 0.01}, 0),  # defaults

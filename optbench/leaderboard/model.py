@@ -247,11 +247,13 @@ def view_cells(configs: pd.DataFrame, view: str) -> pd.DataFrame:
         picked = configs[configs["tuned"].astype(bool)]
         # two studies of one optimizer on one task: the most recent study's choice (names sort by date)
         picked = picked.sort_values("study").groupby(["task", "preset", "optimizer"], sort=False).tail(1)
-    else:  # the defaults; an optimizer run in one other configuration only is shown in that one (named)
+    else:  # the defaults; an optimizer run in one other configuration only is shown in that one (named), unless
+        # that configuration is a study's choice: tuned numbers never stand in for untuned ones
         is_default = configs["config"].astype(str) == configs["optimizer"].astype(str)
         n_configs = configs.groupby(["task", "preset", "optimizer"])["config_id"].transform("size")
         has_default = is_default.groupby([configs["task"], configs["preset"], configs["optimizer"]]).transform("any")
-        picked = configs[is_default | ((n_configs == 1) & ~has_default)]
+        tuned = configs["tuned"].astype(bool) if "tuned" in configs else False
+        picked = configs[is_default | ((n_configs == 1) & ~has_default & ~tuned)]
     return picked.reset_index(drop=True)
 
 
