@@ -128,7 +128,7 @@ def main() -> None:
     a = np.abs(ev)
     g1 = np.log(n) - (np.log(a.sum()) - (a[a > 0] * np.log(a[a > 0])).sum() / a.sum())
     g2 = np.log(n) + np.log((a**2).sum() / a.sum() ** 2)
-    e1, e2 = cv.entropy_gaps_from_sums(n, q.trace(torch.abs), q.trace(lambda t: cv.xlogx(t.abs())),
+    e1, e2 = cv.renyi_gaps_from_sums(n, q.trace(torch.abs), q.trace(lambda t: cv.xlogx(t.abs())),
                                        q.trace(lambda t: t**2))
     print(f"entropy gap1 dense={g1:.5g} slq={e1:.5g} relerr={abs(e1-g1)/g1:.2e}; "
           f"gap2 dense={g2:.5g} slq={e2:.5g} relerr={abs(e2-g2)/g2:.2e}")

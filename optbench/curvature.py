@@ -422,11 +422,11 @@ def xlogx(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > 0, x * torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)), torch.zeros_like(x))
 
 
-def entropy_gaps_from_sums(n: int, abs_sum: float, abs_xlogx_sum: float, sq_sum: float) -> tuple[float, float]:
+def renyi_gaps_from_sums(n: int, abs_sum: float, abs_xlogx_sum: float, sq_sum: float) -> tuple[float, float]:
     """(gap_1, gap_2) from T = Σ|λ|, Σ|λ| log|λ| and Σλ²: H_1 = log T − (Σ|λ|log|λ|)/T, H_2 = −log(Σλ²/T²).
 
     Not clamped: exact sums give a gap in [0, log n] by themselves; estimated sums go through
-    `entropy_gaps_with_se`, which clamps.
+    `renyi_gaps_with_se`, which clamps.
     """
     if not abs_sum > 0:
         raise ValueError("the Hessian is zero: its normalised spectrum (and the entropy gap) is undefined")
@@ -435,11 +435,11 @@ def entropy_gaps_from_sums(n: int, abs_sum: float, abs_xlogx_sum: float, sq_sum:
     return math.log(n) - h1, math.log(n) - h2
 
 
-def entropy_gaps_from_eigenvalues(eigenvalues: torch.Tensor) -> tuple[float, float]:
+def renyi_gaps_from_eigenvalues(eigenvalues: torch.Tensor) -> tuple[float, float]:
     """(gap_1, gap_2) of an exactly known spectrum, using |λ|, clamped to [0, log n] against rounding."""
     lam = eigenvalues.to(WORK_DTYPE).abs()
     n = lam.numel()
-    g1, g2 = entropy_gaps_from_sums(n, float(lam.sum()), float(xlogx(lam).sum()), float((lam**2).sum()))
+    g1, g2 = renyi_gaps_from_sums(n, float(lam.sum()), float(xlogx(lam).sum()), float((lam**2).sum()))
     return clamp_gap(g1, n), clamp_gap(g2, n)
 
 
@@ -458,7 +458,7 @@ class GapEstimate:
     se2: float
 
 
-def entropy_gaps_with_se(n: int, per_probe: torch.Tensor) -> GapEstimate:
+def renyi_gaps_with_se(n: int, per_probe: torch.Tensor) -> GapEstimate:
     """Gaps from per-probe estimates of (Σ|λ|, Σ|λ|log|λ|, Σλ²) (rows), and their standard errors.
 
     The gap is a smooth function of the three means, so its standard error is the delta-method one:
@@ -469,7 +469,7 @@ def entropy_gaps_with_se(n: int, per_probe: torch.Tensor) -> GapEstimate:
     t1, s, t2 = (float(v) for v in x.mean(0))
     if not t1 > 0 or not t2 > 0:
         raise ValueError("the Hessian is zero: its normalised spectrum (and the entropy gap) is undefined")
-    g1, g2 = entropy_gaps_from_sums(n, t1, s, t2)
+    g1, g2 = renyi_gaps_from_sums(n, t1, s, t2)
     p = x.shape[0]
     if p > 1:
         cov = torch.cov(x.T)

@@ -132,9 +132,9 @@ def entropy_gap(ctx: MetricContext) -> dict[str, float]:
     """log n − H_α of the |λ|-normalised spectrum, α = 1 and α = 2, in [0, log n], with standard errors."""
     lam = _exact(ctx)
     if lam is not None:
-        g1, g2 = cv.entropy_gaps_from_eigenvalues(lam)
+        g1, g2 = cv.renyi_gaps_from_eigenvalues(lam)
         return {"entropy_gap": g1, "entropy_gap_se": 0.0, "entropy_gap_alpha2": g2, "entropy_gap_alpha2_se": 0.0}
-    est = cv.entropy_gaps_with_se(_n(ctx), _quadrature(ctx).abs_sums())
+    est = cv.renyi_gaps_with_se(_n(ctx), _quadrature(ctx).abs_sums())
     return {"entropy_gap": est.gap1, "entropy_gap_se": est.se1,
             "entropy_gap_alpha2": est.gap2, "entropy_gap_alpha2_se": est.se2}
 

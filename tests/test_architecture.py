@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parent.parent / "optbench"
-PLUGIN_NAMES = re.compile(r"\b(adamw|sharpness|entropy_gap|hessian_trace)\b")
+PLUGIN_NAMES = re.compile(r"\b(adamw|sharpness|entropy_gap|hessian_trace)")  # prefixes too: entropy_gaps_...
 
 
 def _module_name(path: Path) -> str:

@@ -66,7 +66,7 @@ def test_deflated_slq_entropy_gaps_within_two_percent(mlp):
     idx = top.converged()
     quad = cv.slq(matvec, n, gen, "cpu", probes=8, steps=20, deflate=top.run.ritz_vectors(top.s[:, idx]),
                   deflated_values=top.values[idx])
-    g1, g2 = cv.entropy_gaps_from_sums(n, quad.trace(torch.abs), quad.trace(lambda t: cv.xlogx(t.abs())),
+    g1, g2 = cv.renyi_gaps_from_sums(n, quad.trace(torch.abs), quad.trace(lambda t: cv.xlogx(t.abs())),
                                        quad.trace(lambda t: t * t))
     want1, want2 = gaps_numpy(eig)
     assert abs(g1 - want1) <= 0.02 * want1
@@ -94,13 +94,13 @@ def test_saddle_sharpness_is_algebraic_max_and_entropy_uses_abs():
     top = cv.top_eigen(cv.dense_operator(m), n, cv.make_generator(0), "cpu", max_steps=n, tol=None)
     assert top.lambda_max == pytest.approx(3.0, rel=1e-8)  # not 5.0 = |λmin|
     want1, want2 = gaps_numpy(lam)
-    assert cv.entropy_gaps_from_eigenvalues(torch.from_numpy(lam)) == pytest.approx((want1, want2), rel=1e-12)
+    assert cv.renyi_gaps_from_eigenvalues(torch.from_numpy(lam)) == pytest.approx((want1, want2), rel=1e-12)
     # a full-length Lanczos converges every pair: deflated SLQ is then exact, signs included
     idx = top.converged(rtol=1e-8)
     assert idx.numel() == n
     quad = cv.slq(cv.dense_operator(m), n, cv.make_generator(1), "cpu", probes=2, steps=5,
                   deflate=top.run.ritz_vectors(top.s[:, idx]), deflated_values=top.values[idx])
-    got = cv.entropy_gaps_from_sums(n, quad.trace(torch.abs), quad.trace(lambda t: cv.xlogx(t.abs())),
+    got = cv.renyi_gaps_from_sums(n, quad.trace(torch.abs), quad.trace(lambda t: cv.xlogx(t.abs())),
                                     quad.trace(lambda t: t * t))
     assert got == pytest.approx((want1, want2), rel=1e-6)
     assert quad.trace(lambda t: t) == pytest.approx(lam.sum(), rel=1e-6)
@@ -108,7 +108,7 @@ def test_saddle_sharpness_is_algebraic_max_and_entropy_uses_abs():
 
 def test_zero_hessian_is_a_clear_error():
     with pytest.raises(ValueError, match="zero"):
-        cv.entropy_gaps_from_eigenvalues(torch.zeros(5))
+        cv.renyi_gaps_from_eigenvalues(torch.zeros(5))
 
 
 spectra = st.lists(st.floats(1e-3, 1e3, allow_nan=False), min_size=2, max_size=60)
@@ -118,7 +118,7 @@ spectra = st.lists(st.floats(1e-3, 1e3, allow_nan=False), min_size=2, max_size=6
 @given(spectra)
 def test_gap_bounds_on_random_psd_spectra(values):
     lam = torch.tensor(values, dtype=torch.float64)
-    g1, g2 = cv.entropy_gaps_from_eigenvalues(lam)
+    g1, g2 = cv.renyi_gaps_from_eigenvalues(lam)
     n, kappa = lam.numel(), float(lam.max() / lam.min())
     eps = 1e-9
     assert -eps <= g1 <= math.log(n) + eps
@@ -130,5 +130,5 @@ def test_gap_bounds_on_random_psd_spectra(values):
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 500), st.floats(1e-6, 1e6))
 def test_gap_is_zero_for_a_multiple_of_identity(n, c):
-    g1, g2 = cv.entropy_gaps_from_eigenvalues(torch.full((n,), c, dtype=torch.float64))
+    g1, g2 = cv.renyi_gaps_from_eigenvalues(torch.full((n,), c, dtype=torch.float64))
     assert abs(g1) < 1e-9 and abs(g2) < 1e-9

@@ -95,10 +95,10 @@ def test_gap_in_bounds_near_rank_deficiency_on_the_slq_path(registry, lam):
 def test_clamp_and_standard_error_of_the_gap_estimator():
     n = 10
     flat = torch.tensor([[10.0, 0.0, 10.0], [10.0, 0.0, 10.0]], dtype=torch.float64)  # Σ|λ|log|λ| = 0: H = log 10
-    est = cv.entropy_gaps_with_se(n, flat)
+    est = cv.renyi_gaps_with_se(n, flat)
     assert est.gap1 == 0.0 and est.se1 == 0.0  # the rounding below zero is clamped
     noisy = torch.tensor([[10.0, 1.0, 12.0], [11.0, 2.5, 14.0], [9.0, 0.2, 11.0]], dtype=torch.float64)
-    est = cv.entropy_gaps_with_se(n, noisy)
+    est = cv.renyi_gaps_with_se(n, noisy)
     assert 0 <= est.gap1 <= math.log(n) and est.se1 > 0
     # the delta-method SE agrees with the spread of the gap over resampled probe sets
     rng = np.random.default_rng(0)
