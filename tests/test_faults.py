@@ -286,11 +286,18 @@ def test_claim_lifetime_follows_the_trial_timeout():
 # One grid of `pause-sgd` trials (one worker: seeds run in order) goes through every process-level fault in
 # turn; before each, the test names the seed whose trial pauses at step 15, waits for that pause, so exactly
 # `seed` trial files exist, and only then signals the driver. (Each `optbench` start costs seconds of imports.)
+def _like_a_terminal() -> None:
+    """In the driver's process before exec: SIGINT does what Ctrl-C does in a terminal. A test suite started
+    in the background by a non-interactive shell (`bash .ci/run &`, nohup) inherits SIGINT ignored, and so
+    would the driver: Python then installs no KeyboardInterrupt handler and the Ctrl-C round waits forever."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _pause_and_signal(results: Path, env: dict, seed: int, sig: int, seeds: int) -> subprocess.Popen:
     pause = Path(env["FAULTKIT_PAUSE"])
     pause.write_text(str(seed))
     proc = subprocess.Popen(_grid_cmd(results, seeds), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_like_a_terminal)
     end = time.monotonic() + 900  # a bound, not a race: starting `optbench` on a loaded machine takes minutes
     markers: list[Path] = []
     while not markers:
@@ -304,7 +311,7 @@ def _pause_and_signal(results: Path, env: dict, seed: int, sig: int, seeds: int)
         proc.send_signal(sig)
     else:  # like Ctrl-C in a terminal, Slurm or a container stop: the whole process group gets the signal
         os.killpg(proc.pid, sig)
-    proc.wait(timeout=120)
+    proc.wait(timeout=600)  # a bound on a loaded machine, not a race
     pause.unlink()
     markers[0].unlink()
     end = time.monotonic() + 60
