@@ -24,7 +24,7 @@ from rich.console import Console
 from optbench.claims import Claims, claim_ttl
 from optbench.errors import OptbenchError
 from optbench.executor import GridOutcome, claim_for_run, grid_progress, pending, report_finished, write_result
-from optbench.registry import Registry, load_registry
+from optbench.registry import Registry, get_registry
 from optbench.runner import RunSettings, TrialResult, base_row, resolve_device, run_trial
 from optbench.store import Store
 from optbench.trial import Trial
@@ -34,9 +34,6 @@ WATCHDOG_GRACE_S = 30.0
 
 #: how long `ray.init` may take to reach a cluster before the run stops with one sentence (--ray-timeout)
 CONNECT_TIMEOUT_S = 30.0
-
-_WORKER_REGISTRY: Registry | None = None
-
 
 def import_ray() -> Any:
     try:
@@ -50,10 +47,8 @@ def import_ray() -> Any:
 
 
 def _worker_registry() -> Registry:
-    global _WORKER_REGISTRY
-    if _WORKER_REGISTRY is None:
-        _WORKER_REGISTRY = load_registry()
-    return _WORKER_REGISTRY
+    """A Ray worker process loads the installed plugins once, like any other optbench process."""
+    return get_registry()
 
 
 def run_in_worker(trial: Trial, settings: RunSettings, root: str) -> dict[str, Any]:
