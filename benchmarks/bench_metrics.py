@@ -30,6 +30,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,16 +51,10 @@ def build(name: str, registry):
         return spec.build("smoke", 0, torch.device("cpu"), None, **dict(spec.suite_options.get("diagnostics", {})))
 
 
-def cost(name: str, registry, repeats: int, curvature_size: int | None) -> None:
-    task = build(name, registry)
-    if curvature_size is not None:
-        x, y = task.data.curvature_batch
-        task.data.curvature_batch = (x[:curvature_size], y[:curvature_size])
-    params = task.parameters()
-    n = sum(p.numel() for p in params)
+def step_timer(task, params) -> Callable[[], float]:
+    """One timed AdamW training step on the task's next batch: the unit every cost here is expressed in."""
     opt = torch.optim.AdamW(params, 1e-3)
     stream = task.batches()
-    regs = [registry.metric(m) for m in DEFAULT_SET]
 
     def step() -> float:
         batch = next(stream)
@@ -68,6 +63,19 @@ def cost(name: str, registry, repeats: int, curvature_size: int | None) -> None:
         task.loss(batch).backward()
         opt.step()
         return time.perf_counter() - t0
+
+    return step
+
+
+def cost(name: str, registry, repeats: int, curvature_size: int | None) -> None:
+    task = build(name, registry)
+    if curvature_size is not None:
+        x, y = task.data.curvature_batch
+        task.data.curvature_batch = (x[:curvature_size], y[:curvature_size])
+    params = task.parameters()
+    n = sum(p.numel() for p in params)
+    step = step_timer(task, params)
+    regs = [registry.metric(m) for m in DEFAULT_SET]
 
     task.train()
     for _ in range(3):
@@ -111,8 +119,7 @@ def products(name: str, registry, repeats: int, widths: tuple[int, ...] = (1, 4,
     task = build(name, registry)
     params = task.parameters()
     names = [k for k, p in task.model.named_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, 1e-3)
-    stream = task.batches()
+    train_step = step_timer(task, params)
 
     class CurvatureLoss(torch.nn.Module):  # functional_call swaps the parameters task.curvature_loss() reads
         def __init__(self) -> None:
@@ -126,12 +133,7 @@ def products(name: str, registry, repeats: int, widths: tuple[int, ...] = (1, 4,
 
     def step() -> float:
         task.train()
-        batch = next(stream)
-        t0 = time.perf_counter()
-        opt.zero_grad()
-        task.loss(batch).backward()
-        opt.step()
-        return time.perf_counter() - t0
+        return train_step()
 
     def directions(k: int) -> list[torch.Tensor]:
         return [torch.randn(k, *p.shape) for p in params]
@@ -179,18 +181,9 @@ def arithmetic(name: str, registry, repeats: int) -> None:
     task = build(name, registry)
     params = task.parameters()
     n = sum(p.numel() for p in params)
-    opt = torch.optim.AdamW(params, 1e-3)
-    stream = task.batches()
+    step = step_timer(task, params)
     task.train()
     diag = torch.rand(n, dtype=cv.WORK_DTYPE)
-
-    def step() -> float:
-        batch = next(stream)
-        t0 = time.perf_counter()
-        opt.zero_grad()
-        task.loss(batch).backward()
-        opt.step()
-        return time.perf_counter() - t0
 
     def timed(fn) -> float:
         t0 = time.perf_counter()
