@@ -206,6 +206,7 @@ class _TrialRun:
         self.trial, self.registry, self.settings, self.device = trial, registry, settings, device
         self.row, self.on_step, self.clock = row, on_step, clock
         self.curves: list[dict[str, Any]] = []
+        self.trial_id = trial.trial_id  # a sha256 of the trial's JSON: hashed once, not at every curve point
         self.started = clock()
         self.step = 0
         self.train_time = 0.0
@@ -286,7 +287,9 @@ class _TrialRun:
             self.step_times.append(t2 - t0)
             self.opt_times.append(t2 - t1)
             self.train_time += t2 - t0
-            loss_value = float(loss.detach())
+            # The step's one host read, every step because divergence ends the trial at the step it shows in.
+            # On CUDA it waits for nothing: the timing sync above has already drained the stream.
+            loss_value = loss.item()
             if first_loss is None:
                 first_loss = loss_value
             if not math.isfinite(loss_value) or abs(loss_value) > DIVERGENCE_FACTOR * max(abs(first_loss), 1e-12):
@@ -352,7 +355,7 @@ class _TrialRun:
         return quality
 
     def _point(self, split: str, name: str, value: float) -> None:
-        self.curves.append({"trial_id": self.trial.trial_id, "step": self.step, "wall_time_s": self.train_time,
+        self.curves.append({"trial_id": self.trial_id, "step": self.step, "wall_time_s": self.train_time,
                             "split": split, "name": name, "value": float(value)})
 
     # --- speed ----------------------------------------------------------------------------------------
