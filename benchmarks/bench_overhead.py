@@ -9,7 +9,13 @@ in alternation (hand, runner, runner, hand, ...) in one process with torch threa
 is the median of the per-round ratios (runner ÷ hand) with its order-statistic 95% interval
 (optbench/speed.py). Goal: overhead under 3%.
 
+On CUDA the runner synchronises the device three times a step (its step and optimizer-step timers) and reads
+the loss after the last of those; the hand-written loop synchronises once, at the end. `--hand-reads-loss`
+makes the hand-written loop read `loss.item()` every step (one host sync a step, what any loop that watches its
+loss pays), to split the runner's overhead on a GPU into that read and the timing syncs.
+
 Run:  OMP_NUM_THREADS=1 python -m benchmarks.bench_overhead [--rounds 11] [--task cnn-digits] [--device cpu]
+      [--hand-reads-loss]
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from optbench.runner import RunSettings, resolve_device, run_trial, seed_everyth
 from optbench.speed import median_interval
 
 
-def hand_loop(registry, task_name: str, preset: str, device: torch.device) -> tuple[float, int]:
-    """Seconds per training step of the plain loop (loss kept on the device; one sync at the end)."""
+def hand_loop(registry, task_name: str, preset: str, device: torch.device,
+              reads_loss: bool = False) -> tuple[float, int]:
+    """Seconds per training step of the plain loop (loss kept on the device and one sync at the end, unless
+    `reads_loss`: then the loss is read on the host every step)."""
     seed_everything(0)
     task = registry.task(task_name).spec.build(preset, 0, device, None)
     spec = registry.optimizer("adamw").spec
@@ -46,6 +54,8 @@ def hand_loop(registry, task_name: str, preset: str, device: torch.device) -> tu
         loss = task.loss(batch)
         loss.backward()
         opt.step()
+        if reads_loss:
+            loss.item()
     sync()
     return (time.perf_counter() - t0) / task.budget, task.budget
 
@@ -87,6 +97,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--hand-reads-loss", action="store_true",
+                    help="the hand-written loop reads loss.item() every step (a host sync a step on CUDA)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     registry = get_registry()
@@ -94,16 +106,20 @@ def main() -> None:
     trial = plan(registry, ["adamw"], [args.task], args.preset, range(1), (), {}, {})[0]
     settings = RunSettings(device=args.device, metrics=[], speed_ref=None)
     print(f"bench_overhead: {args.task}/{args.preset} on {device}, {args.rounds} rounds, torch threads "
-          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
-    hand_loop(registry, args.task, args.preset, device)  # warm-up: imports, allocator, data
+          f"{torch.get_num_threads()}, the hand-written loop reads the loss "
+          f"{'every step' if args.hand_reads_loss else 'never'}, load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs", flush=True)
+    def hand() -> float:
+        return hand_loop(registry, args.task, args.preset, device, args.hand_reads_loss)[0]
+
+    hand()  # warm-up: imports, allocator, data
     runner_loop(registry, trial, settings)
     ratios, hands, runs = [], [], []
     for k in range(args.rounds):
         order = ("hand", "runner") if k % 2 == 0 else ("runner", "hand")
         got = {}
         for side in order:
-            got[side] = (hand_loop(registry, args.task, args.preset, device)[0] if side == "hand"
-                         else runner_loop(registry, trial, settings)[0])
+            got[side] = hand() if side == "hand" else runner_loop(registry, trial, settings)[0]
         hands.append(got["hand"])
         runs.append(got["runner"])
         ratios.append(got["runner"] / got["hand"])
