@@ -31,8 +31,8 @@ from optbench.errors import OptbenchError
 from optbench.schema import merge_columns
 from optbench.settings import speed_reference
 from optbench.specs import ColumnSpec
-from optbench.store import Store
-from optbench.summary import GROUP, summarize
+from optbench.store import Projection, Store
+from optbench.summary import GROUP, READS, summarize
 
 PASS, WARNING, REGRESSION, SKIPPED, NEW = "pass", "warning", "regression", "skipped", "new"
 _RANK = {PASS: 0, SKIPPED: 0, NEW: 0, WARNING: 1, REGRESSION: 2}
@@ -431,7 +431,7 @@ def _read(root: str | Path, role: str, skip_bad: bool) -> tuple[pd.DataFrame, li
         raise OptbenchError(f"{root} has no trials/ folder, so it is not an optbench results root.",
                             f"Pass --{role} the directory given to `optbench run --results`.")
     try:
-        res = store.read(on_bad="skip" if skip_bad else "raise")
+        res = store.read(on_bad="skip" if skip_bad else "raise", columns=Projection.of(READS))
     except PermissionError as exc:
         raise OptbenchError(f"cannot read the {role} results under {root}: {exc.strerror}.",
                             "Check the directory's permissions.") from None

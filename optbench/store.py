@@ -8,7 +8,9 @@ per-trial claim file (optbench/claims.py).
 
 Reading: every file is cast to the canonical schema (conform.py), so files written by pandas or another
 pyarrow read like ours, and a file that cannot stand for its trial is named once, skipped and not counted as
-done. `optbench compact` folds finished per-trial files into large segments (`segments/`); a trial may then
+done. A command reads only the columns it uses (a `Projection`: the core columns it names, and every metric
+column), from per-trial files and segments alike; each file's footer is still checked whole.
+`optbench compact` folds finished per-trial files into large segments (`segments/`); a trial may then
 exist in several places for a while, and the newest copy wins: a per-trial file over any segment, a later
 segment over an earlier one.
 """
@@ -16,7 +18,7 @@ segment over an earlier one.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from optbench import storefs
 from optbench.conform import BadFile, check_types, conform, unify
 from optbench.errors import OptbenchError
 from optbench.schema import (
+    CORE_COLUMNS,
     CORE_SCHEMA,
     as_trial_row,
     columns_from_metadata,
@@ -64,6 +67,34 @@ CURVE_SCHEMA = pa.schema(
 REQUIRED_TRIAL = ("trial_id", "task", "preset", "optimizer", "seed", "status")
 REQUIRED_CURVE = ("trial_id", "step", "name", "value")
 TRIALS, CURVES, SEGMENTS = "trials", "curves", "segments"
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The trials columns a reader reads: those in `core` and, with `extras`, every column outside the core
+    schema. Parquet then reads only their column chunks; the footer is still checked whole."""
+
+    core: frozenset[str]
+    extras: bool = False
+
+    @classmethod
+    def of(cls, core: Iterable[str]) -> Projection:
+        """What a command reads: the core columns it uses, the required ones (so a file with an empty required
+        value is skipped as a full read skips it), and every column outside the core. Those are the metric
+        columns, whichever plugin declared them, installed here or not, or none did (rows older than
+        declarations), so a newly declared metric column cannot be left behind by a list nobody updated."""
+        return cls(frozenset(core) | frozenset(REQUIRED_TRIAL), extras=True)
+
+    def pick(self, names: Sequence[str]) -> list[str]:
+        """Of a file's column `names`, those to read, in the file's order."""
+        return [n for n in names if n in self.core or (self.extras and n not in CORE_COLUMNS)]
+
+
+def _projection(columns: Sequence[str] | Projection | None) -> Projection | None:
+    """A plain list of names reads exactly those (compact reads `trial_id` alone)."""
+    if columns is None or isinstance(columns, Projection):
+        return columns
+    return Projection(frozenset(columns))
 
 
 @dataclass
@@ -216,7 +247,8 @@ class Store:
                 "Upgrade optbench to read these results.",
             )
         required = REQUIRED_TRIAL if kind == TRIALS else REQUIRED_CURVE
-        missing = [c for c in required if c not in schema.names]
+        names = set(schema.names)  # .names builds a new list on every call
+        missing = [c for c in required if c not in names]
         if missing:
             raise BadFile(f"not an optbench {kind} file: lacks required column{'s' if len(missing) > 1 else ''} "
                           f"{', '.join(missing)}")
@@ -291,23 +323,25 @@ class Store:
             out.append(Source(info.path, base, self.loc.join(CURVES, info.base_name)))
         return out
 
-    def _read_raw(self, path: str, kind: str, columns: Sequence[str] | None) -> pa.Table:
-        """One file's rows as written (checked: kind, required columns present and filled)."""
+    def _read_raw(self, path: str, kind: str, columns: Projection | None) -> pa.Table:
+        """One file's rows as written (checked: kind, required columns present and filled), only the columns
+        `columns` picks (all when None): Parquet then reads only those column chunks."""
         pf = self._open(path)
         file_schema = self._check_header(path, kind, pf.schema_arrow)
-        wanted = None if columns is None else [c for c in columns if c in file_schema.names]
+        wanted = None if columns is None else columns.pick(file_schema.names)
         try:
             table = pf.read(columns=wanted, use_threads=False)
         except FileNotFoundError:
             raise
         except Exception as exc:  # noqa: BLE001 - a torn or corrupt body
             raise BadFile(f"unreadable Parquet file ({str(exc).splitlines()[0]})") from None
+        names = set(table.column_names)
         for name in REQUIRED_TRIAL if kind == TRIALS else REQUIRED_CURVE:
-            if name in table.column_names and table.column(name).null_count:
+            if name in names and table.column(name).null_count:
                 raise BadFile(f"required column {name!r} has empty values")
         return table  # its metadata (e.g. column declarations) travels with the conformed group
 
-    def read_many(self, paths: list[str], kind: str, columns: Sequence[str] | None, on_bad: str,
+    def read_many(self, paths: list[str], kind: str, columns: Sequence[str] | Projection | None, on_bad: str,
                   problems: list[ReadProblem]) -> list[tuple[np.ndarray, pa.Table]]:
         """Read `paths` (in parallel: pyarrow releases the GIL) and conform them to the canonical schema.
         Files sharing one physical schema are conformed together, so a thousand per-trial files cost one
@@ -315,9 +349,10 @@ class Store:
         are reported (or raise) and gone ones (compacted meanwhile) skipped."""
         schema = TRIAL_SCHEMA if kind == TRIALS else CURVE_SCHEMA
         required = REQUIRED_TRIAL if kind == TRIALS else REQUIRED_CURVE
+        columns = _projection(columns)
         if columns is not None:
-            schema = pa.schema([f for f in schema if f.name in columns])
-            required = tuple(c for c in required if c in columns)
+            schema = pa.schema([f for f in schema if f.name in columns.core])
+            required = tuple(c for c in required if c in columns.core)
 
         def one(path: str) -> pa.Table | BadFile | None:
             try:
@@ -339,12 +374,12 @@ class Store:
                 raise OptbenchError(f"{problem}.", "Delete or move the file, or pass --skip-bad.")
             problems.append(problem)
 
-        groups: dict[pa.Schema, list[int]] = {}
+        groups: dict[bytes, list[int]] = {}  # by schema, metadata included; its bytes hash faster than its fields
         for i, result in enumerate(raw):
             if isinstance(result, BadFile):
                 bad(i, result)
             elif result is not None:
-                groups.setdefault(result.schema, []).append(i)
+                groups.setdefault(result.schema.serialize().to_pybytes(), []).append(i)
         out = []
         for members in groups.values():
             try:
@@ -361,7 +396,7 @@ class Store:
                         bad(i, exc)
         return out
 
-    def scan(self, columns: Sequence[str] | None = None, with_curves: bool = False, on_bad: str = "skip",
+    def scan(self, columns: Sequence[str] | Projection | None = None, with_curves: bool = False, on_bad: str = "skip",
              ) -> tuple[pa.Table, pa.Table | None, list[ReadProblem]]:
         """Every trial's newest row as one Arrow table (and its curves), plus the files that were skipped."""
         if not self.exists():
@@ -372,15 +407,16 @@ class Store:
         curves = self._curves(sources, rows_of, trials, owner, on_bad, problems) if with_curves else None
         return trials, curves, problems
 
-    def gather(self, sources: list[Source], columns: Sequence[str] | None, on_bad: str,
+    def gather(self, sources: list[Source], columns: Sequence[str] | Projection | None, on_bad: str,
                problems: list[ReadProblem]) -> tuple[np.ndarray, pa.Table, np.ndarray]:
         """Read `sources` (lowest precedence first) and keep each trial's winning row: the one from the
         source latest in the list. Returns the number of rows read from each source, the winning rows, and
         for each winning row the index of its source."""
+        columns = _projection(columns)
         if columns is not None:
-            columns = list(dict.fromkeys(["trial_id", *columns]))
+            columns = Projection(columns.core | {"trial_id"}, columns.extras)
         parts = self.read_many([s.path for s in sources], TRIALS, columns, on_bad, problems)
-        schema = TRIAL_SCHEMA if columns is None else pa.schema([f for f in TRIAL_SCHEMA if f.name in columns])
+        schema = TRIAL_SCHEMA if columns is None else pa.schema([f for f in TRIAL_SCHEMA if f.name in columns.core])
         declared = merge_columns(columns_from_metadata(t.schema.metadata) for _, t in parts)
         facts = merge_facts(facts_from_metadata(t.schema.metadata) for _, t in parts)
         trials = unify([t for _, t in parts], schema).replace_schema_metadata(
@@ -409,8 +445,10 @@ class Store:
             out.append(table)
         return unify(out, CURVE_SCHEMA)
 
-    def read(self, with_curves: bool = False, on_bad: str = "skip", columns: Sequence[str] | None = None) -> Results:
-        """All trials (and curves) under the root as DataFrames; bad files are named in `problems` or raise."""
+    def read(self, with_curves: bool = False, on_bad: str = "skip", columns: Sequence[str] | Projection | None = None,
+             ) -> Results:
+        """All trials (and curves) under the root as DataFrames; bad files are named in `problems` or raise.
+        `columns`: a Projection (what a command uses), a list of names (exactly those) or None (every column)."""
         trials, curves, problems = self.scan(columns, with_curves, on_bad)
         meta = trials.schema.metadata or {}
         return Results(trials.to_pandas(), None if curves is None else curves.to_pandas(), problems,

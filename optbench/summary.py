@@ -31,6 +31,12 @@ MEAN_COLUMNS = [
 SPEED_COLUMNS = ["opt_step_ratio", "opt_step_ratio_lo", "opt_step_ratio_hi"]
 #: statuses counted per cell besides ok
 STATUSES = ("diverged", "failed", "timeout", "crashed")
+#: the core columns summarize() reads; commands that summarise ask the store for these and every metric column
+#: (store.Projection.of), so a core column used here and missing from this set would read as absent
+#: (tests/test_store_projection.py checks both: the literals of this module, and summaries equal to a full read)
+READS = frozenset([*GROUP, "run_id", "seed", "status", "error", "dataset", "synthetic", "config", "schedule",
+                   "hparams", "study", "study_role", "config_rank", "selected", "speed_ref", *MEAN_COLUMNS,
+                   *SPEED_COLUMNS])
 
 
 def _json(text: Any) -> dict[str, Any]:

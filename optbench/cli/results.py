@@ -29,15 +29,25 @@ def results_cmd(results: Path, tasks: tuple[str, ...], optimizers: tuple[str, ..
         raise OptbenchError("--json and --csv contradict each other.", "Pass one of them.")
 
     def select(df):
-        keep = df["task"].astype(str).map(lambda n: _matches(n, tasks)) & df["optimizer"].astype(str).map(
-            lambda n: _matches(n, optimizers))
-        return df[keep]
+        if not tasks and not optimizers:
+            return df
+        return df[_matching(df["task"], tasks) & _matching(df["optimizer"], optimizers)]
 
     print_summary(cli_context(), Store(results), select, as_json=as_json, as_csv=as_csv, wide=wide)
 
 
+#: what print_summary reads besides the summary's columns (summary.READS): the target's name, for the table
+TABLE_READS = frozenset({"target_name"})
+
+
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return not patterns or any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _matching(names, patterns: tuple[str, ...]):
+    """Which of `names` (a Series) match: each distinct name is matched once, not once per trial."""
+    names = names.astype(str)
+    return names.isin([n for n in names.unique() if _matches(n, patterns)])
 
 
 def _reached(r) -> str:
@@ -68,9 +78,10 @@ def print_summary(cli: CliContext, store, select, as_json: bool = False, as_csv:
 
     from optbench.cli.fit import Column, fitted_table, natural_width, short_label
     from optbench.settings import speed_reference
-    from optbench.summary import fmt_mean_std, metric_columns, summarize
+    from optbench.store import Projection
+    from optbench.summary import READS, fmt_mean_std, metric_columns, summarize
 
-    res = store.read()
+    res = store.read(columns=Projection.of(READS | TABLE_READS))
     for problem in res.problems:
         cli.err_console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False, soft_wrap=True)
     ref = speed_reference()
