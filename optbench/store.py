@@ -255,6 +255,21 @@ class Store:
         check_types(schema, TRIAL_SCHEMA if kind == TRIALS else CURVE_SCHEMA)
         return schema
 
+    def _check_done(self, path: str) -> None:
+        """BadFile unless the per-trial file at `path` can count as a finished trial, judged from its footer:
+        the header, and no empty value in a required column by the column statistics (pyarrow and pandas
+        write them; a file without them is judged by its header alone), so resume reruns what a read skips."""
+        pf = self._open(path)
+        self._check_header(path, TRIALS, pf.schema_arrow)
+        md = pf.metadata
+        index = {name: j for j, name in enumerate(md.schema.names)}
+        for r in range(md.num_row_groups):
+            group = md.row_group(r)
+            for name in REQUIRED_TRIAL:
+                stats = group.column(index[name]).statistics if name in index else None
+                if stats is not None and stats.has_null_count and stats.null_count:
+                    raise BadFile(f"required column {name!r} has empty values")
+
     def _segment_ids(self) -> frozenset[str]:
         """Trial ids held by segments (one column read per segment, cached while the segments stay the same)."""
         names = tuple(i.path for i in self.segments())
@@ -273,11 +288,11 @@ class Store:
         return [i for i in storefs.list_files(self.loc, SEGMENTS) if i.base_name.startswith("trials-")]
 
     def has(self, trial_id: str, problems: list[ReadProblem] | None = None) -> bool:
-        """Done: a readable per-trial file with the required columns, or a row in a segment. A bad
+        """Done: a readable per-trial file with the required columns filled, or a row in a segment. A bad
         per-trial file is added to `problems` and does not count."""
         path = str(self.trial_path(trial_id))
         try:
-            self._check_header(path, TRIALS)
+            self._check_done(path)
             return True
         except FileNotFoundError:
             pass
@@ -299,7 +314,7 @@ class Store:
             if wanted is not None and trial_id not in wanted:
                 continue
             try:
-                self._check_header(info.path, TRIALS)
+                self._check_done(info.path)
             except FileNotFoundError:
                 continue
             except BadFile as exc:

@@ -141,7 +141,7 @@ def test_a_metric_column_reaches_results_json_and_the_gate(root, tmp_path, cli):
 
 def test_bad_files_are_named_once_and_skipped_as_by_a_full_read(root):
     """An empty required value, and a column of the wrong kind that the command does not read: named once and
-    skipped, as a full read does; the footer is judged whole."""
+    skipped, as a full read does (the footer is judged whole), and not done for resume either."""
     a, b, *_ = sorted((root / "trials").glob("*.parquet"))
     table = pq.read_table(b)
     pq.write_table(table.set_column(table.schema.get_field_index("status"), "status", pa.array([None], pa.string())),
@@ -154,7 +154,8 @@ def test_bad_files_are_named_once_and_skipped_as_by_a_full_read(root):
     assert sorted(str(p) for p in proj.problems) == sorted(str(p) for p in full.problems)
     assert sorted(p.path.name for p in proj.problems) == sorted([a.name, b.name])
     assert not {a.stem, b.stem} & set(proj.trials["trial_id"])
-    assert not Store(root).has(a.stem)  # (resume reads footers only: an empty value is found by reading)
+    assert not Store(root).has(a.stem) and not Store(root).has(b.stem)  # neither counts as done for resume
+    assert not {a.stem, b.stem} & Store(root).done_ids()
     pd.testing.assert_frame_equal(_summary(proj), _summary(full))
 
 
