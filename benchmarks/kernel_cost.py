@@ -5,7 +5,10 @@ multiply-adds, `div` with one vector division per element. If `mem` is well unde
 above it, the kernel is compute-bound, not memory-bound. A `+fma` suffix compiles with floating-point
 contraction (a*b+c as one fused multiply-add); without it contraction is off.
 
-    python -m benchmarks.kernel_cost mem,div,lion,lion+fma,diffgrad,diffgrad+fma,fadam,fadam+fma [rounds]
+    python -m benchmarks.kernel_cost mem,div,lion,lion+fma,lion-t+fma,diffgrad,diffgrad+fma,fadam+fma [rounds]
+
+`lion` is Lion-IB's snr mode, `lion-t` its temperature mode. FAdam and Lion-IB's temperature mode are staged
+kernels (plugins/fused.py, `staged`): they compile their own stages with contraction on, so only `+fma` applies.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ KERNELS: dict[str, tuple[Callable, int, Callable[[], tuple]]] = {
     "mem": (_mem, 4, lambda: (_f32(0.9, 0.1, 0.99, 0.01, 0.999, 1e-3),)),
     "div": (_div, 4, lambda: (_f32(0.9, 0.1, 0.99, 0.01, 0.999, 1e-3),)),
     "lion": (fused.lion_ib_snr_step, 4, lambda: (_f64(1e-4, 0.1, 0.9, 0.99, 1.0, 1e-8), _f64(1.5), True)),
+    "lion-t": (fused.lion_ib_temperature_step, 3, lambda: (_f64(1e-4, 0.1, 0.9, 0.99, 1.0, 1.0), True)),
     "diffgrad": (fused.diffgrad_step, 5, lambda: (_f64(1e-3, 0.9, 0.999, 1e-8, 0.0), _f64(0.5, 0.01).view(1, 2),
                                                   False, False)),
     "fadam": (fused.fadam_step, 4, lambda: (_f64(1e-3, 0.9, 1e-8, 1e-8, 1.0, 0.1), _f64(0.99), 0.5)),
@@ -68,10 +72,14 @@ def _runner(name: str) -> Callable[[], None]:
     base, _, flag = name.partition("+")
     kernel, lists, extra = KERNELS[base]
     contract = "fast" if flag == "fma" else "off"
-    compiled = torch.compile(kernel, fullgraph=True, dynamic=False,
-                             options={"cpp.enable_floating_point_contract_flag": contract})
     tensors = [[t] for t in _tensors(lists)]
     args = extra()
+    if getattr(kernel, "staged", False):  # compiles its own stages, with fused.COMPILE_OPTIONS (contraction on)
+        if flag != "fma":
+            raise SystemExit(f"{base} is a staged kernel, compiled with fused.COMPILE_OPTIONS: ask for {base}+fma")
+        return lambda: kernel(*tensors, *args)
+    compiled = torch.compile(kernel, fullgraph=True, dynamic=False,
+                             options={"cpp.enable_floating_point_contract_flag": contract})
     return lambda: compiled(*tensors, *args)
 
 

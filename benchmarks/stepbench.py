@@ -84,6 +84,9 @@ def lion_variants() -> list[Candidate]:
     out.append(Candidate("lion-ib[fused,exact-tanh]",
                          lambda ps: LionIB(ps, weight_decay=0.1, impl="fused", fast_tanh=False),
                          "LionIB impl=fused, libm tanh"))
+    out += [Candidate(f"lion-ib[temperature,{impl}]",
+                      lambda ps, impl=impl: LionIB(ps, weight_decay=0.1, mode="temperature", impl=impl),
+                      f"LionIB mode=temperature impl={impl}") for impl in ("loop", "fused")]
     return out
 
 

@@ -14,7 +14,7 @@ min(eps, eps2*RMS(g))^(2p)), the reading of the paper's Algorithm 1 that an earl
 also implements (its latest revision uses eps*max(1, RMS(g)) instead); tests/fidelity/test_adaptive_fidelity.py
 checks it against pytorch-optimizer on a real network. The eps2 default 0.01 is pytorch-optimizer's; the paper's
 value could not be confirmed. docs/optimizers.md ("FAdam") has the details. `impl`: loop (the reference),
-fused (plugins/fused.py: three passes per tensor, the RMS reductions first), auto (fused from 1M parameters).
+fused (plugins/fused.py: three compiled stages, the RMS reductions first), auto (fused from 1M parameters).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Fused optimizer steps: each optimizer's whole update, over every tensor of a parameter group, compiled by
-torch.compile into one program that passes over p, g and the state of each tensor once (FAdam: three passes,
-since its epsilon and its two clips need per-tensor RMS reductions first). On CPU inductor emits one
+torch.compile into one program that passes over p, g and the state of each tensor once. Kernels that need a
+per-tensor reduction before the update (FAdam's epsilon and two clips, Lion-IB's temperature mode) are `staged`:
+separately compiled stages, so each per-tensor scalar is computed once (see `staged`). On CPU inductor emits one
 vectorised C++ loop per tensor; on CUDA the same graph becomes Triton kernels (the multi-tensor path; not yet
 measured here, no GPU). Each plugin keeps its eager per-tensor loop as the reference the fused kernels are
 tested against (tests/fidelity/test_fused_kernels.py).
@@ -49,14 +50,31 @@ def choose(params: list[torch.Tensor], impl: str, kernel: Callable) -> str:
     return "loop"
 
 
+def compiled(kernel: Callable) -> Callable:
+    """`kernel` compiled once (cached) with this module's options."""
+    if kernel not in _compiled:
+        _compiled[kernel] = torch.compile(kernel, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
+    return _compiled[kernel]
+
+
+def staged(driver: Callable) -> Callable:
+    """Mark `driver` as a staged kernel: `run` calls it as it is, and it calls `compiled(stage)` on each of its
+    stages. Every stage but the last must be pure (only the last mutates p or the state), so a stage that fails
+    to compile leaves nothing half-updated for the eager fallback to apply twice."""
+    driver.staged = True  # type: ignore[attr-defined]
+    return driver
+
+
 def run(kernel: Callable, fallback: Callable, *args: Any) -> None:
     """Run `kernel`'s compiled form on the loop's arguments; if compiling fails (no C++ compiler, an unsupported
     platform) say so once and use `fallback` (the eager loop) from then on."""
     if kernel not in _failed:
         try:
-            if kernel not in _compiled:
-                _compiled[kernel] = torch.compile(kernel, fullgraph=True, dynamic=False, options=COMPILE_OPTIONS)
-            _compiled[kernel](*args)
+            if getattr(kernel, "staged", False):
+                kernel(*args)
+                _compiled[kernel] = kernel
+            else:
+                compiled(kernel)(*args)
             return
         except Exception as exc:  # noqa: BLE001 - any compile failure means: use the eager loop
             why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -124,16 +142,34 @@ def lion_ib_snr_step(params, grads, ms, vs, h: torch.Tensor, inv_bcs: torch.Tens
         v.copy_(v_new)
 
 
-def lion_ib_temperature_step(params, grads, ms, h: torch.Tensor, fast_tanh: bool) -> None:
-    """Lion-IB, mode temperature. h = (lr, wd, beta1, beta2, gain, tau)."""
-    lr, wd, beta1, beta2, gain, tau = h[0], h[1], h[2], h[3], h[4], h[5]
-    for p, g, m in zip(params, grads, ms, strict=True):
+def _lion_ib_temperature_kappas(grads, ms, h: torch.Tensor) -> torch.Tensor:
+    """Stage 1 (pure): each tensor's kappa = gain / (tau * RMS(c)), c the interpolated momentum."""
+    beta1, gain, tau = h[2], h[4], h[5]
+    out = []
+    for g, m in zip(grads, ms, strict=True):
         c = m * beta1 + g * (1 - beta1)
         rms = (c * c).mean().sqrt().clamp_min(1e-30)
-        kappa = (gain / (tau * rms)).clamp_max(KAPPA_MAX)
-        u = rational_tanh(kappa * c) if fast_tanh else torch.tanh(kappa * c)
+        out.append((gain / (tau * rms)).clamp_max(KAPPA_MAX))
+    return torch.stack(out)
+
+
+def _lion_ib_temperature_apply(params, grads, ms, h: torch.Tensor, kappas: torch.Tensor, fast_tanh: bool) -> None:
+    """Stage 2, the only one that writes."""
+    lr, wd, beta1, beta2 = h[0], h[1], h[2], h[3]
+    for i, (p, g, m) in enumerate(zip(params, grads, ms, strict=True)):
+        c = m * beta1 + g * (1 - beta1)
+        x = kappas[i] * c
+        u = rational_tanh(x) if fast_tanh else torch.tanh(x)
         p.copy_(p * (1 - lr * wd) - lr * u)
         m.copy_(m * beta2 + g * (1 - beta2))
+
+
+@staged
+def lion_ib_temperature_step(params, grads, ms, h: torch.Tensor, fast_tanh: bool) -> None:
+    """Lion-IB, mode temperature. h = (lr, wd, beta1, beta2, gain, tau). Two stages, like FAdam's, so the
+    per-tensor kappa (a square root and a division) is computed once, not inside the element loop."""
+    kappas = compiled(_lion_ib_temperature_kappas)(grads, ms, h)
+    compiled(_lion_ib_temperature_apply)(params, grads, ms, h, kappas, fast_tanh)
 
 
 def diffgrad_step(params, grads, ms, vs, prevs, h: torch.Tensor, coefs: torch.Tensor, paper_eps: bool,
@@ -158,22 +194,59 @@ def diffgrad_step(params, grads, ms, vs, prevs, h: torch.Tensor, coefs: torch.Te
         prev.copy_(g)
 
 
-def fadam_step(params, grads, ms, fs, h: torch.Tensor, beta2_ts: torch.Tensor, power: float) -> None:
-    """FAdam. h = (lr, beta1, eps, eps2, clip, wd); beta2_ts[i] = the bias-corrected beta2 of tensor i."""
-    lr, beta1, eps, eps2, clip, wd = h[0], h[1], h[2], h[3], h[4], h[5]
+def _fadam_denominator(f_new: torch.Tensor, eps_t: torch.Tensor, power: float) -> torch.Tensor:
+    return (f_new.sqrt() + eps_t) if power == 0.5 else (f_new.pow(power) + eps_t.pow(2 * power))
+
+
+def _fadam_epsilons(grads, h: torch.Tensor) -> torch.Tensor:
+    """Stage 1 (pure): the adaptive epsilon of each tensor, min(eps, eps2 * RMS(g)) (eps where RMS(g) = 0)."""
+    eps, eps2 = h[2], h[3]
+    out = []
+    for g in grads:
+        rms_g = (g * g).mean().sqrt()
+        scaled = eps2 * rms_g
+        out.append(torch.where((rms_g > 0) & (scaled < eps), scaled, eps))
+    return torch.stack(out)
+
+
+def _fadam_clip_scales(params, grads, fs, h: torch.Tensor, beta2_ts: torch.Tensor, eps_ts: torch.Tensor,
+                       power: float) -> torch.Tensor:
+    """Stage 2 (pure): per tensor, 1 / max(1, RMS(x) / clip) for the natural gradient x = g / D and for the
+    preconditioned weights x = theta / D, as float64 rows (gbar scale, w scale)."""
+    clip = h[4]
+    out = []
+    for i, (p, g, f) in enumerate(zip(params, grads, fs, strict=True)):
+        b2 = beta2_ts[i]
+        inv = 1 / _fadam_denominator(f * b2 + g * g * (1 - b2), eps_ts[i], power)
+        gbar, w = g * inv, p * inv
+        out.append(torch.stack([1 / ((gbar * gbar).mean().sqrt() / clip).clamp_min(1),
+                                1 / ((w * w).mean().sqrt() / clip).clamp_min(1)]))
+    return torch.stack(out)
+
+
+def _fadam_apply(params, grads, ms, fs, h: torch.Tensor, beta2_ts: torch.Tensor, eps_ts: torch.Tensor,
+                 scales: torch.Tensor, power: float) -> None:
+    """Stage 3, the only one that writes: the Fisher EMA, momentum and parameter updates, one pass per tensor."""
+    lr, beta1, wd = h[0], h[1], h[5]
     for i, (p, g, m, f) in enumerate(zip(params, grads, ms, fs, strict=True)):
         b2 = beta2_ts[i]
         f_new = f * b2 + g * g * (1 - b2)
-        rms_g = (g * g).mean().sqrt()
-        scaled = eps2 * rms_g
-        eps_t = torch.where((rms_g > 0) & (scaled < eps), scaled, eps)
-        denom = (f_new.sqrt() + eps_t) if power == 0.5 else (f_new.pow(power) + eps_t.pow(2 * power))
-        inv = 1 / denom  # one division per element, shared by the natural gradient and the weight-decay term
-        gbar = g * inv
-        gbar = gbar / ((gbar * gbar).mean().sqrt() / clip).clamp_min(1)
-        m_new = m * beta1 + gbar * (1 - beta1)
-        w = p * inv
-        w = w / ((w * w).mean().sqrt() / clip).clamp_min(1)
-        p.copy_(p - lr * (m_new + wd * w))
+        inv = 1 / _fadam_denominator(f_new, eps_ts[i], power)
+        m_new = m * beta1 + (g * inv * scales[i, 0]) * (1 - beta1)
+        p.copy_(p - lr * (m_new + wd * (p * inv * scales[i, 1])))
         m.copy_(m_new)
         f.copy_(f_new)
+
+
+@staged
+def fadam_step(params, grads, ms, fs, h: torch.Tensor, beta2_ts: torch.Tensor, power: float) -> None:
+    """FAdam. h = (lr, beta1, eps, eps2, clip, wd); beta2_ts[i] = the bias-corrected beta2 of tensor i.
+
+    Three compiled stages rather than one graph: in one graph inductor recomputes each per-tensor scalar (the
+    adaptive epsilon, the two clip factors: a square root and divisions) inside the element loop that uses it,
+    since the compiler cannot hoist a float it loads from a buffer the loop also writes floats to. Passed
+    between stages as float64 tensors, the scalars are loop invariants. The denominator is recomputed in
+    stage 3 rather than stored (no scratch buffer); every scalar divides once, and the clips multiply."""
+    eps_ts = compiled(_fadam_epsilons)(grads, h)
+    scales = compiled(_fadam_clip_scales)(params, grads, fs, h, beta2_ts, eps_ts, power)
+    compiled(_fadam_apply)(params, grads, ms, fs, h, beta2_ts, eps_ts, scales, power)
