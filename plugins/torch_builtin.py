@@ -14,6 +14,12 @@ import torch
 
 from optbench import OptimizerSpec, hookimpl
 
+from .torch_optim import fastest_impl
+
+#: classes with a fused kernel, and the devices it runs on (every other class keeps torch's default kernel)
+FUSED_DEVICES: dict[type[torch.optim.Optimizer], tuple[str, ...]] = {
+    torch.optim.Adam: ("cpu", "cuda"), torch.optim.Adagrad: ("cpu",)}
+
 
 def _betas(hp: dict[str, Any]) -> dict[str, Any]:
     """beta1/beta2 hyperparameters (flat, so `--hp beta2=0.99` works) -> torch's `betas` tuple."""
@@ -25,7 +31,9 @@ def _betas(hp: dict[str, Any]) -> dict[str, Any]:
 
 def _builder(cls: type[torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
     def build(params: Iterable[Any], **hp: Any) -> torch.optim.Optimizer:
-        return cls(params, **_betas(hp))
+        params = list(params)
+        impl = fastest_impl(params, FUSED_DEVICES[cls]) if cls in FUSED_DEVICES else {}
+        return cls(params, **_betas(hp), **impl)
 
     build.__doc__ = f"Build torch.optim.{cls.__name__}."
     return build
@@ -97,7 +105,7 @@ L2_DECAY = ("log-uniform", 1e-6, 1e-2)  # every builtin here applies weight_deca
 #: (name, class, defaults (torch's own), paper, summary)
 BUILTINS: list[tuple[str, type[torch.optim.Optimizer], dict[str, Any], str, str]] = [
     ("adam", torch.optim.Adam, {"lr": 1e-3, **ADAM_BETAS, "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False},
-     "Kingma & Ba 2015, arXiv:1412.6980", "Adam (torch.optim.Adam), L2 weight decay"),
+     "Kingma & Ba 2015, arXiv:1412.6980", "Adam (torch.optim.Adam, fused kernel), L2 weight decay"),
     ("nadam", torch.optim.NAdam, {"lr": 2e-3, **ADAM_BETAS, "eps": 1e-8, "weight_decay": 0.0,
                                   "momentum_decay": 4e-3}, "Dozat 2016, Incorporating Nesterov Momentum into Adam",
      "NAdam (torch.optim.NAdam)"),
@@ -108,7 +116,7 @@ BUILTINS: list[tuple[str, type[torch.optim.Optimizer], dict[str, Any], str, str]
      "RMSprop (torch.optim.RMSprop)"),
     ("adagrad", torch.optim.Adagrad, {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0,
                                       "initial_accumulator_value": 0.0, "eps": 1e-10},
-     "Duchi et al. 2011, JMLR 12", "Adagrad (torch.optim.Adagrad)"),
+     "Duchi et al. 2011, JMLR 12", "Adagrad (torch.optim.Adagrad, fused kernel on CPU)"),
     ("adadelta", torch.optim.Adadelta, {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0},
      "Zeiler 2012, arXiv:1212.5701", "Adadelta (torch.optim.Adadelta)"),
     ("adamax", torch.optim.Adamax, {"lr": 2e-3, **ADAM_BETAS, "eps": 1e-8, "weight_decay": 0.0},
