@@ -167,3 +167,28 @@ def test_state_dict_round_trip_mid_run(case: str) -> None:
         assert not torch.equal(a.detach(), s)
         assert torch.equal(a.detach(), b.detach())
     assert copy.deepcopy(opt.state_dict()["param_groups"]) == opt2.state_dict()["param_groups"]
+
+
+def test_lion_ib_flat_state_is_views_and_survives_a_changing_parameter_set() -> None:
+    """The flat step keeps each parameter's moments as views into one buffer (state_dict unchanged in form); a
+    parameter that misses a gradient puts the group back on the loop (its step count differs), with the same
+    result as a loop-only run."""
+    from optbench.plugins.lion import LionIB
+
+    init = _tensors(3)
+    grads = _grad_stream(8, seed=5)
+    runs = {}
+    for impl in ("auto", "loop"):
+        params = [t.clone().requires_grad_(True) for t in init]
+        opt = LionIB(params, lr=1e-2, weight_decay=0.1, impl=impl)
+        for i, gs in enumerate(grads):
+            for j, (p, g) in enumerate(zip(params, gs, strict=True)):
+                p.grad = None if (i == 4 and j == 1) else g.clone()
+            opt.step()
+            if impl == "auto" and i == 0:
+                bases = {opt.state[p]["exp_avg"]._base.data_ptr() for p in params}
+                assert len(bases) == 1  # one flat buffer behind every parameter's first moment
+        runs[impl] = [p.detach() for p in params]
+    for a, b, s in zip(runs["auto"], runs["loop"], init, strict=True):
+        assert not torch.equal(a, s)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
