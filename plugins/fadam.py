@@ -14,7 +14,8 @@ min(eps, eps2*RMS(g))^(2p)), the reading of the paper's Algorithm 1 that an earl
 also implements (its latest revision uses eps*max(1, RMS(g)) instead); tests/fidelity/test_adaptive_fidelity.py
 checks it against pytorch-optimizer on a real network. The eps2 default 0.01 is pytorch-optimizer's; the paper's
 value could not be confirmed. docs/optimizers.md ("FAdam") has the details. `impl`: loop (the reference),
-fused (plugins/fused.py: three compiled stages, the RMS reductions first), auto (fused from 1M parameters).
+fused (plugins/fused.py: three compiled stages, the RMS reductions first), flat (`fadam_flat`: the loop's
+operations on flat state buffers, RMS by segment sums), auto (fused from 1M parameters, flat below).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from optbench import OptimizerSpec, hookimpl
 
 from . import fused
+from .flatstate import FlatState, flat_for, uniform
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -53,6 +55,34 @@ def fadam_loop(params, grads, ms, fs, steps, lr: float, beta1: float, beta2: flo
         p.sub_(w.mul_(wd).add_(m), alpha=lr)
 
 
+def fadam_flat(flat: FlatState, params, grads, t: int, lr: float, beta1: float, beta2: float, eps: float,
+               eps2: float, clip: float, power: float, wd: float) -> None:
+    """`fadam_loop` for many small tensors at one step count `t`: the loop's operations on the group's flat
+    buffers; each per-tensor RMS is one multi-tensor norm (`FlatState.rms`), and each per-tensor scalar is
+    applied with one multi-tensor operation on per-parameter views, so ~30 dispatches per step whatever the
+    number of tensors. The scalars are the loop's (same dtype, same value); only the RMS is summed differently."""
+    g, m, f = flat.g, flat.bufs["momentum"], flat.bufs["fim"]
+    torch._foreach_copy_(flat.g_views, grads)
+    beta2_t = beta2 * (1 - beta2 ** (t - 1)) / (1 - beta2**t)
+    f.mul_(beta2_t).addcmul_(g, g, value=1 - beta2_t)
+    rms_g = flat.rms(g)
+    scaled = eps2 * rms_g
+    eps_pow = torch.where((rms_g > 0) & (scaled < eps), scaled, torch.full_like(scaled, eps)) ** (2 * power)
+    denom = f.pow(power)
+    torch._foreach_add_(flat.split(denom), eps_pow.tolist())
+    gbar = g / denom
+    torch._foreach_div_(flat.split(gbar), (flat.rms(gbar) / clip).clamp_(min=1).tolist())
+    m.lerp_(gbar, 1 - beta1)
+    torch._foreach_copy_(flat.out_views, params)
+    w = flat.out.div_(denom)
+    torch._foreach_div_(flat.split(w), (flat.rms(w) / clip).clamp_(min=1).tolist())
+    w.mul_(wd).add_(m)
+    torch._foreach_add_(params, flat.out_views, alpha=-lr)
+
+
+IMPLS = (*fused.IMPLS, "flat")
+
+
 class FAdam(torch.optim.Optimizer):
     """Fisher Adam; see the module docstring."""
 
@@ -70,10 +100,15 @@ class FAdam(torch.optim.Optimizer):
     ) -> None:
         if lr <= 0 or clip <= 0 or p <= 0 or eps < 0 or eps2 < 0:
             raise ValueError("lr, clip and p must be positive; eps and eps2 non-negative")
-        if impl not in fused.IMPLS:
-            raise ValueError(f"impl must be one of {fused.IMPLS}, got {impl!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps2=eps2, clip=clip, p=p,
                                       weight_decay=weight_decay, impl=impl))
+        self._flat: dict[int, FlatState] = {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._flat = {}  # the loaded per-parameter state is the truth; the flat buffers are rebuilt from it
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -81,7 +116,7 @@ class FAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -100,7 +135,12 @@ class FAdam(torch.optim.Optimizer):
             lr, eps, eps2, clip, power, wd = (group[k] for k in ("lr", "eps", "eps2", "clip", "p", "weight_decay"))
             grads = [p.grad for p in params]
             loop_args = (params, grads, ms, fs, steps, lr, beta1, beta2, eps, eps2, clip, power, wd)
-            if fused.choose(params, group.get("impl", "auto"), fused.fadam_step) == "fused":
+            asked = group.get("impl", "auto")
+            impl = fused.choose(params, asked, fused.fadam_step)
+            if (impl == "flat" or (asked == "auto" and impl == "loop")) and uniform(params) and len(set(steps)) == 1:
+                flat = flat_for(self._flat, gi, params, self.state, ("momentum", "fim"))
+                fadam_flat(flat, params, grads, steps[0], lr, beta1, beta2, eps, eps2, clip, power, wd)
+            elif impl == "fused":
                 h = fused.scalars(params[0], lr, beta1, eps, eps2, clip, wd)
                 b2s = fused.scalars(params[0], *(beta2 * (1 - beta2 ** (t - 1)) / (1 - beta2**t) for t in steps))
                 fallback = functools.partial(fused.call_with, fadam_loop, loop_args)

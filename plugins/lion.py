@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,6 +40,7 @@ import torch
 from optbench import OptimizerSpec, hookimpl
 
 from . import fused
+from .flatstate import FlatState, flat_for, uniform
 
 _KAPPA_MAX = fused.KAPPA_MAX
 
@@ -186,34 +186,7 @@ def lion_ib_loop(params, grads, ms, vs, bcs, lr: float, wd: float, beta1: float,
 def flat_ready(params: list[torch.Tensor], bcs: list[float], snr: bool) -> bool:
     """Whether `lion_ib_flat` applies: snr mode (temperature needs one RMS per tensor), one dtype and device,
     and one bias correction for all (equal step counts)."""
-    return snr and bool(params) and len({(p.dtype, p.device) for p in params}) == 1 and len(set(bcs)) == 1
-
-
-@dataclass
-class FlatState:
-    """One parameter group's Lion-IB moments as two flat buffers, with the per-parameter state entries as views
-    into them (so `state_dict` looks like any optimizer's), plus scratch vectors for the gradient and the update
-    whose parameter-shaped views are made once."""
-
-    ids: list[int]
-    m: torch.Tensor
-    v: torch.Tensor
-    g: torch.Tensor
-    u: torch.Tensor
-    g_views: list[torch.Tensor]
-    u_views: list[torch.Tensor]
-
-    @classmethod
-    def of(cls, params: list[torch.Tensor], state: dict) -> FlatState:
-        """Concatenate the parameters' current moments (the truth, e.g. just loaded) and re-point them."""
-        sizes = [p.numel() for p in params]
-        m = torch.cat([state[p]["exp_avg"].reshape(-1) for p in params])
-        v = torch.cat([state[p]["exp_avg_sq"].reshape(-1) for p in params])
-        for p, mv, vv in zip(params, m.split(sizes), v.split(sizes), strict=True):
-            state[p]["exp_avg"], state[p]["exp_avg_sq"] = mv.view_as(p), vv.view_as(p)
-        g, u = torch.empty_like(m), torch.empty_like(m)
-        views = [[t.view_as(p) for t, p in zip(buf.split(sizes), params, strict=True)] for buf in (g, u)]
-        return cls([id(p) for p in params], m, v, g, u, *views)
+    return snr and uniform(params) and len(set(bcs)) == 1
 
 
 def lion_ib_flat(flat: FlatState, params, grads, bc: float, lr: float, wd: float, beta1: float, beta2: float,
@@ -225,7 +198,7 @@ def lion_ib_flat(flat: FlatState, params, grads, bc: float, lr: float, wd: float
     the loop, and libm's exact tanh; it can differ from the loop only in the last bit, where an element falls in
     a vector loop's scalar tail in one layout and not in the other."""
     gain = min(gain, _KAPPA_MAX)
-    g, m, v = flat.g, flat.m, flat.v
+    g, m, v = flat.g, flat.bufs["exp_avg"], flat.bufs["exp_avg_sq"]
     torch._foreach_copy_(flat.g_views, grads)
     c = torch.lerp(g, m, beta1)
     m.lerp_(g, 1 - beta2)
@@ -233,10 +206,10 @@ def lion_ib_flat(flat: FlatState, params, grads, bc: float, lr: float, wd: float
     m_hat = m / bc
     var = (v / bc).addcmul_(m_hat, m_hat, value=-1).clamp_(min=0).add_(eps)
     kappa = m_hat.abs_().div_(var).mul_(gain).clamp_(max=_KAPPA_MAX)
-    torch.tanh(c.mul_(kappa), out=flat.u)
+    torch.tanh(c.mul_(kappa), out=flat.out)
     if wd:
         torch._foreach_mul_(params, 1 - lr * wd)
-    torch._foreach_add_(params, flat.u_views, alpha=-lr)
+    torch._foreach_add_(params, flat.out_views, alpha=-lr)
 
 
 class LionIB(torch.optim.Optimizer):
@@ -277,11 +250,7 @@ class LionIB(torch.optim.Optimizer):
         self._flat = {}  # the loaded per-parameter moments are the truth; the flat buffers are rebuilt from them
 
     def _flat_state(self, group_index: int, params: list[torch.Tensor]) -> FlatState:
-        """The group's flat buffers, rebuilt when the set of parameters with a gradient changes."""
-        flat = self._flat.get(group_index)
-        if flat is None or flat.ids != [id(p) for p in params]:
-            flat = self._flat[group_index] = FlatState.of(params, self.state)
-        return flat
+        return flat_for(self._flat, group_index, params, self.state, ("exp_avg", "exp_avg_sq"))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
