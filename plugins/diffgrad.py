@@ -13,8 +13,9 @@ pytorch-optimizer instead:
     friction; ``decoupled`` shrinks theta by (1 - lr*wd) as AdamW and pytorch-optimizer's DiffGrad do.
 
 `impl` picks the step kernel: ``loop`` (the reference, one tensor at a time in eager torch), ``fused`` (one
-torch.compile'd pass over p, g and state per tensor, see plugins/fused.py) or ``auto`` (fused on >= 1M
-parameters when compiling works, loop otherwise).
+torch.compile'd pass over p, g and state per tensor, see plugins/fused.py), ``flat`` (the loop's operations once
+on flat state buffers, plugins/flatstate.py) or ``auto`` (fused on >= 1M parameters when compiling works, flat
+below that, the loop where flat does not apply: mixed dtypes, unequal step counts).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from optbench import OptimizerSpec, hookimpl
 
 from . import fused
+from .flatstate import FlatState, flat_for, uniform
 
 EPS_MODES = ("official", "paper")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
@@ -55,6 +57,35 @@ def diffgrad_loop(params, grads, ms, vs, prevs, steps, lr: float, beta1: float, 
         prev.copy_(g)
 
 
+def diffgrad_flat(flat: FlatState, params, grads, t: int, lr: float, beta1: float, beta2: float, eps: float,
+                  wd: float, paper_eps: bool, decoupled: bool) -> None:
+    """`diffgrad_loop` for many small tensors at one step count `t`: the loop's operations, in its order, once
+    on the group's flat buffers (~15 dispatches whatever the number of tensors). The loop's
+    `p.addcdiv_(x, denom, value=a)` computes p + (a * x) / denom; the flat step forms (x * a) / denom and adds
+    it with one multi-tensor add, the same arithmetic."""
+    g, m, v, prev = flat.g, flat.bufs["exp_avg"], flat.bufs["exp_avg_sq"], flat.bufs["previous_grad"]
+    torch._foreach_copy_(flat.g_views, grads)
+    if wd and decoupled:
+        torch._foreach_mul_(params, 1 - lr * wd)
+    elif wd:
+        torch._foreach_copy_(flat.out_views, params)
+        g.add_(flat.out, alpha=wd)
+    m.mul_(beta1).add_(g, alpha=1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+    xi = prev.sub_(g).abs_().sigmoid_()
+    if paper_eps:
+        denom, value = (v / bc2).sqrt_().add_(eps), -lr / bc1
+    else:
+        denom, value = v.sqrt().add_(eps), -lr * math.sqrt(bc2) / bc1
+    torch.div(xi.mul_(m).mul_(value), denom, out=flat.out)
+    torch._foreach_add_(params, flat.out_views)
+    prev.copy_(g)
+
+
+IMPLS = (*fused.IMPLS, "flat")
+
+
 class DiffGrad(torch.optim.Optimizer):
     """Adam with the diffGrad friction coefficient; see the module docstring."""
 
@@ -73,12 +104,17 @@ class DiffGrad(torch.optim.Optimizer):
             raise ValueError(f"eps_mode must be one of {EPS_MODES}, got {eps_mode!r}")
         if weight_decay_mode not in WEIGHT_DECAY_MODES:
             raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}")
-        if impl not in fused.IMPLS:
-            raise ValueError(f"impl must be one of {fused.IMPLS}, got {impl!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         if lr <= 0 or eps < 0:
             raise ValueError("lr must be positive and eps non-negative")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       eps_mode=eps_mode, weight_decay_mode=weight_decay_mode, impl=impl))
+        self._flat: dict[int, FlatState] = {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._flat = {}  # the loaded per-parameter state is the truth; the flat buffers are rebuilt from it
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -86,7 +122,7 @@ class DiffGrad(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -107,7 +143,13 @@ class DiffGrad(torch.optim.Optimizer):
             args = (params, [p.grad for p in params], ms, vs, prevs, steps, group["lr"], beta1, beta2,
                     group["eps"], group["weight_decay"], group["eps_mode"] == "paper",
                     group["weight_decay_mode"] == "decoupled")
-            if fused.choose(params, group.get("impl", "auto"), fused.diffgrad_step) != "fused":
+            asked = group.get("impl", "auto")
+            impl = fused.choose(params, asked, fused.diffgrad_step)
+            if (impl == "flat" or (asked == "auto" and impl == "loop")) and uniform(params) and len(set(steps)) == 1:
+                flat = flat_for(self._flat, gi, params, self.state, ("exp_avg", "exp_avg_sq", "previous_grad"))
+                diffgrad_flat(flat, params, args[1], steps[0], *args[6:])
+                continue
+            if impl != "fused":
                 diffgrad_loop(*args)
                 continue
             h = fused.scalars(params[0], group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
