@@ -63,7 +63,7 @@ def flat_for(cache: dict[int, FlatState], group_index: int, params: list[torch.T
              keys: tuple[str, ...]) -> FlatState:
     """The group's flat state from `cache`, rebuilt when the set of parameters with a gradient changed."""
     flat = cache.get(group_index)
-    if flat is None or not flat.matches(params):
+    if flat is None or not flat.matches(params) or tuple(flat.bufs) != keys:
         flat = cache[group_index] = FlatState.of(params, state, keys)
     return flat
 

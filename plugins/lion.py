@@ -21,8 +21,8 @@ Step implementations. Lion (``impl``: auto/loop/foreach/compiled): on CPU "auto"
 per-tensor kernel at >= 1M parameters (falling back to the loop, with a warning, if compiling fails) and the
 plain loop below that (no compile warm-up in small trials); CUDA uses foreach. Lion-IB (``impl``:
 auto/loop/flat/fused): "fused" is plugins/fused.py's one-pass kernel, chosen by "auto" on CUDA and on CPU from
-1M parameters; below that "auto" takes "flat" in snr mode (`lion_ib_flat`: the loop's operations on flat moment
-buffers, since small models pay per-operation dispatch, not arithmetic) and the loop otherwise. With float32
+1M parameters; below that "auto" takes "flat" (`lion_ib_flat`: the loop's operations on flat moment buffers,
+since small models pay per-operation dispatch, not arithmetic), the loop where flat does not apply. With float32
 (or lower) parameters the fused kernel evaluates tanh by a rational approximation (``fast_tanh``, default on;
 error <= 4e-7, float32 rounding level); float64 parameters always get the exact tanh. Ratios to fused AdamW:
 ``python -m benchmarks.step_ratios --only 'lion*'`` (docs/optimizers.md lists the measured ones).
@@ -184,29 +184,35 @@ def lion_ib_loop(params, grads, ms, vs, bcs, lr: float, wd: float, beta1: float,
 
 
 def flat_ready(params: list[torch.Tensor], bcs: list[float], snr: bool) -> bool:
-    """Whether `lion_ib_flat` applies: snr mode (temperature needs one RMS per tensor), one dtype and device,
-    and one bias correction for all (equal step counts)."""
-    return snr and uniform(params) and len(set(bcs)) == 1
+    """Whether `lion_ib_flat` applies: one dtype and device, and in snr mode one bias correction for all (equal
+    step counts)."""
+    return uniform(params) and (not snr or len(set(bcs)) == 1)
 
 
-def lion_ib_flat(flat: FlatState, params, grads, bc: float, lr: float, wd: float, beta1: float, beta2: float,
-                 gain: float, eps: float) -> None:
-    """`lion_ib_loop`'s snr step for many small tensors: the loop's element-wise operations run once on the
-    group's flat moment buffers, the gradients copied in and the update applied with one multi-tensor (foreach)
-    operation each, so ~18 dispatches per step whatever the number of tensors, against ~14 per tensor in the
-    loop (on small models the loop's cost is dispatch, not arithmetic). Same operations in the same order as
-    the loop, and libm's exact tanh; it can differ from the loop only in the last bit, where an element falls in
-    a vector loop's scalar tail in one layout and not in the other."""
+def lion_ib_flat(flat: FlatState, params, grads, bc: float | None, lr: float, wd: float, beta1: float,
+                 beta2: float, gain: float, tau: float, eps: float) -> None:
+    """`lion_ib_loop` for many small tensors: the loop's element-wise operations run once on the group's flat
+    moment buffers, the gradients copied in and the update applied with one multi-tensor (foreach) operation
+    each, so ~18 dispatches per step whatever the number of tensors, against ~14 per tensor in the loop (on
+    small models the loop's cost is dispatch, not arithmetic). Same operations in the same order as the loop,
+    and libm's exact tanh. In snr mode (`bc` given) it can differ from the loop only in the last bit, where an
+    element falls in a vector loop's scalar tail in one layout and not in the other; in temperature mode
+    (`bc` None) each tensor's RMS(c) is a multi-tensor norm, summed in another order than the loop's mean."""
     gain = min(gain, _KAPPA_MAX)
-    g, m, v = flat.g, flat.bufs["exp_avg"], flat.bufs["exp_avg_sq"]
+    g, m = flat.g, flat.bufs["exp_avg"]
     torch._foreach_copy_(flat.g_views, grads)
     c = torch.lerp(g, m, beta1)
     m.lerp_(g, 1 - beta2)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    m_hat = m / bc
-    var = (v / bc).addcmul_(m_hat, m_hat, value=-1).clamp_(min=0).add_(eps)
-    kappa = m_hat.abs_().div_(var).mul_(gain).clamp_(max=_KAPPA_MAX)
-    torch.tanh(c.mul_(kappa), out=flat.out)
+    if bc is not None:
+        v = flat.bufs["exp_avg_sq"]
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        m_hat = m / bc
+        var = (v / bc).addcmul_(m_hat, m_hat, value=-1).clamp_(min=0).add_(eps)
+        c.mul_(m_hat.abs_().div_(var).mul_(gain).clamp_(max=_KAPPA_MAX))
+    else:
+        kappa = (gain / (tau * flat.rms(c).clamp(min=1e-30))).clamp(max=_KAPPA_MAX)
+        torch._foreach_mul_(flat.split(c), kappa.tolist())
+    torch.tanh(c, out=flat.out)
     if wd:
         torch._foreach_mul_(params, 1 - lr * wd)
     torch._foreach_add_(params, flat.out_views, alpha=-lr)
@@ -249,9 +255,6 @@ class LionIB(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self._flat = {}  # the loaded per-parameter moments are the truth; the flat buffers are rebuilt from them
 
-    def _flat_state(self, group_index: int, params: list[torch.Tensor]) -> FlatState:
-        return flat_for(self._flat, group_index, params, self.state, ("exp_avg", "exp_avg_sq"))
-
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         loss = None
@@ -284,10 +287,12 @@ class LionIB(torch.optim.Optimizer):
             loop_args = (params, grads, ms, vs, bcs, lr, wd, beta1, beta2, gain, group["tau"], group["eps"], snr)
             if impl != "fused":
                 # "auto" below the fused kernel's threshold takes the flat step where it applies; "flat" asked
-                # for where it does not (temperature mode, mixed dtypes) runs the loop, which is the same step
+                # for where it does not (mixed dtypes, unequal step counts) runs the loop, which is the same step
                 if (impl == "flat" or (asked == "auto" and impl == "loop")) and flat_ready(params, bcs, snr):
-                    lion_ib_flat(self._flat_state(gi, params), params, grads, bcs[0], lr, wd, beta1, beta2, gain,
-                                 group["eps"])
+                    keys = ("exp_avg", "exp_avg_sq") if snr else ("exp_avg",)
+                    flat = flat_for(self._flat, gi, params, self.state, keys)
+                    lion_ib_flat(flat, params, grads, bcs[0] if snr else None, lr, wd, beta1, beta2, gain,
+                                 group["tau"], group["eps"])
                 else:
                     lion_ib_loop(*loop_args)
                 continue

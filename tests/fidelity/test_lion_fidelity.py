@@ -46,12 +46,13 @@ def test_lion_compiled_kernel_matches_the_loop(fidelity) -> None:
     fidelity(lambda ps: Lion(ps, impl="compiled", **hp), lambda ps: Lion(ps, impl="loop", **hp), rtol=1e-12)
 
 
-def test_lion_ib_flat_step_matches_the_loop(fidelity, monkeypatch) -> None:
-    """The flat step (what "auto" runs below 1M parameters in snr mode) against the per-tensor loop."""
+@pytest.mark.parametrize("mode", ["snr", "temperature"])
+def test_lion_ib_flat_step_matches_the_loop(fidelity, monkeypatch, mode: str) -> None:
+    """The flat step (what "auto" runs below 1M parameters) against the per-tensor loop."""
     calls = []
     original = lion_plugin.lion_ib_flat
     monkeypatch.setattr(lion_plugin, "lion_ib_flat", lambda *a, **k: calls.append(1) or original(*a, **k))
-    hp = dict(lr=3e-4, betas=(0.95, 0.98), weight_decay=0.5, gain=4.0, eps=1e-8)
+    hp = dict(lr=3e-4, betas=(0.95, 0.98), weight_decay=0.5, gain=4.0, eps=1e-8, mode=mode, tau=0.5)
     fidelity(lambda ps: lion_plugin.LionIB(ps, impl="auto", **hp), lambda ps: lion_plugin.LionIB(ps, impl="loop", **hp),
              rtol=1e-12)
     assert len(calls) == 200  # the flat step really ran, every step
