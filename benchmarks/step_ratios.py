@@ -5,6 +5,7 @@ average before and after: absolute milliseconds on a shared machine mean little,
 do.
 
     python -m benchmarks.step_ratios [--device cpu|cuda] [--rounds 20] [--threads 1] [--only 'lion*,fadam*']
+        [--max-step-s 5]
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (pinned; default 1)")
     ap.add_argument("--only", help="comma-separated glob patterns of optimizer names")
     ap.add_argument("--include-bridges", action="store_true", help="also time bridged packages' optimizers")
+    ap.add_argument("--max-step-s", type=float, default=5.0,
+                    help="report an optimizer whose warm-up step takes longer than this as not timed (default 5)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.only:
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     with console.status("timing") as status:
         for c in others:
             status.update(f"timing {c.name} against {REFERENCE} (first steps include any compile)")
-            r = stepbench.interleaved_ratio(c, reference, args.device, args.rounds, args.warmup)
+            r = stepbench.interleaved_ratio(c, reference, args.device, args.rounds, args.warmup, args.max_step_s)
             rows.append(r)
             console.print(f"{escape(r.name)}: {r.median:.2f}× ({r.lo:.2f}–{r.hi:.2f}), load {_load()}"
                           + (f" [red]{escape(r.error[:80])}[/red]" if r.error else ""))

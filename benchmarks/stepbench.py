@@ -228,16 +228,23 @@ class Ratio:
 
 
 def interleaved_ratio(candidate: Candidate, reference: Candidate, device: str = "cpu", rounds: int = 20,
-                      warmup: int = 3) -> Ratio:
+                      warmup: int = 3, max_step_s: float | None = None) -> Ratio:
     """Time reference and candidate steps alternately (A B, B A, A B, ...; the order flips every round so that
     neither always runs on a warmer cache) in this process, each on its own copy of the workload, and report the
-    median and quartiles of the per-round ratios: load that comes and goes hits both sides of a round alike."""
+    median and quartiles of the per-round ratios: load that comes and goes hits both sides of a round alike.
+    A candidate whose second warm-up step (the first may compile) takes longer than `max_step_s` is reported
+    as not timed, instead of holding the table for minutes (Muon at 10M parameters on one thread)."""
     try:
         ref_opt = reference.build(make_params(device, seed=0))
         opt = candidate.build(make_params(device, seed=0))
-        for _ in range(warmup):
+        for i in range(warmup):
             ref_opt.step()
+            t0 = time.perf_counter()
             opt.step()
+            _sync(device)
+            took = time.perf_counter() - t0
+            if max_step_s is not None and i >= 1 and took > max_step_s:
+                raise TimeoutError(f"one step took {took:.1f} s (> {max_step_s:g} s); not timed")
         _sync(device)
         ratios, ref_times = [], []
         for r in range(rounds):
