@@ -30,7 +30,7 @@ import torch
 from optbench import OptimizerSpec, hookimpl
 
 from . import fused
-from .flatstate import FlatState, flat_for, uniform
+from .flatstate import FlatState, FlatStateMixin, uniform, wanted
 
 EPS_MODES = ("official", "paper")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
@@ -86,7 +86,7 @@ def diffgrad_flat(flat: FlatState, params, grads, t: int, lr: float, beta1: floa
 IMPLS = (*fused.IMPLS, "flat")
 
 
-class DiffGrad(torch.optim.Optimizer):
+class DiffGrad(FlatStateMixin, torch.optim.Optimizer):
     """Adam with the diffGrad friction coefficient; see the module docstring."""
 
     def __init__(
@@ -110,11 +110,6 @@ class DiffGrad(torch.optim.Optimizer):
             raise ValueError("lr must be positive and eps non-negative")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       eps_mode=eps_mode, weight_decay_mode=weight_decay_mode, impl=impl))
-        self._flat: dict[int, FlatState] = {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self._flat = {}  # the loaded per-parameter state is the truth; the flat buffers are rebuilt from it
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -145,8 +140,8 @@ class DiffGrad(torch.optim.Optimizer):
                     group["weight_decay_mode"] == "decoupled")
             asked = group.get("impl", "auto")
             impl = fused.choose(params, asked, fused.diffgrad_step)
-            if (impl == "flat" or (asked == "auto" and impl == "loop")) and uniform(params) and len(set(steps)) == 1:
-                flat = flat_for(self._flat, gi, params, self.state, ("exp_avg", "exp_avg_sq", "previous_grad"))
+            if wanted(asked, impl) and uniform(params) and len(set(steps)) == 1:
+                flat = self.flat_state(gi, params, ("exp_avg", "exp_avg_sq", "previous_grad"))
                 diffgrad_flat(flat, params, args[1], steps[0], *args[6:])
                 continue
             if impl != "fused":

@@ -15,7 +15,7 @@ also implements (its latest revision uses eps*max(1, RMS(g)) instead); tests/fid
 checks it against pytorch-optimizer on a real network. The eps2 default 0.01 is pytorch-optimizer's; the paper's
 value could not be confirmed. docs/optimizers.md ("FAdam") has the details. `impl`: loop (the reference),
 fused (plugins/fused.py: three compiled stages, the RMS reductions first), flat (`fadam_flat`: the loop's
-operations on flat state buffers, RMS by segment sums), auto (fused from 1M parameters, flat below).
+operations on flat state buffers, each RMS a multi-tensor norm), auto (fused from 1M parameters, flat below).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from optbench import OptimizerSpec, hookimpl
 
 from . import fused
-from .flatstate import FlatState, flat_for, uniform
+from .flatstate import FlatState, FlatStateMixin, uniform, wanted
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +83,7 @@ def fadam_flat(flat: FlatState, params, grads, t: int, lr: float, beta1: float, 
 IMPLS = (*fused.IMPLS, "flat")
 
 
-class FAdam(torch.optim.Optimizer):
+class FAdam(FlatStateMixin, torch.optim.Optimizer):
     """Fisher Adam; see the module docstring."""
 
     def __init__(
@@ -104,11 +104,6 @@ class FAdam(torch.optim.Optimizer):
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps2=eps2, clip=clip, p=p,
                                       weight_decay=weight_decay, impl=impl))
-        self._flat: dict[int, FlatState] = {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self._flat = {}  # the loaded per-parameter state is the truth; the flat buffers are rebuilt from it
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -137,8 +132,8 @@ class FAdam(torch.optim.Optimizer):
             loop_args = (params, grads, ms, fs, steps, lr, beta1, beta2, eps, eps2, clip, power, wd)
             asked = group.get("impl", "auto")
             impl = fused.choose(params, asked, fused.fadam_step)
-            if (impl == "flat" or (asked == "auto" and impl == "loop")) and uniform(params) and len(set(steps)) == 1:
-                flat = flat_for(self._flat, gi, params, self.state, ("momentum", "fim"))
+            if wanted(asked, impl) and uniform(params) and len(set(steps)) == 1:
+                flat = self.flat_state(gi, params, ("momentum", "fim"))
                 fadam_flat(flat, params, grads, steps[0], lr, beta1, beta2, eps, eps2, clip, power, wd)
             elif impl == "fused":
                 h = fused.scalars(params[0], lr, beta1, eps, eps2, clip, wd)

@@ -59,13 +59,28 @@ class FlatState:
         return torch.stack(torch._foreach_norm(self.split(x))) / self._sqrt_sizes
 
 
-def flat_for(cache: dict[int, FlatState], group_index: int, params: list[torch.Tensor], state: dict,
-             keys: tuple[str, ...]) -> FlatState:
-    """The group's flat state from `cache`, rebuilt when the set of parameters with a gradient changed."""
-    flat = cache.get(group_index)
-    if flat is None or not flat.matches(params) or tuple(flat.bufs) != keys:
-        flat = cache[group_index] = FlatState.of(params, state, keys)
-    return flat
+class FlatStateMixin:
+    """For an optimizer with a flat step: one `FlatState` per parameter group, kept outside `state` (so neither
+    `state_dict` nor pickling carries it: it is created when first needed) and dropped on `load_state_dict`,
+    since the loaded per-parameter state is the truth the buffers are rebuilt from."""
+
+    def flat_state(self, group_index: int, params: list[torch.Tensor], keys: tuple[str, ...]) -> FlatState:
+        """The group's flat state, rebuilt when the set of parameters with a gradient (or `keys`) changed."""
+        cache: dict[int, FlatState] = self.__dict__.setdefault("_flat", {})
+        flat = cache.get(group_index)
+        if flat is None or not flat.matches(params) or tuple(flat.bufs) != keys:
+            flat = cache[group_index] = FlatState.of(params, self.state, keys)  # type: ignore[attr-defined]
+        return flat
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        self.__dict__.pop("_flat", None)
+
+
+def wanted(asked: str, chosen: str) -> bool:
+    """Whether to take the flat step: asked for (`impl="flat"`), or "auto" where `fused.choose` picked the loop
+    (below the fused kernel's threshold, or after it failed to compile)."""
+    return chosen == "flat" or (asked == "auto" and chosen == "loop")
 
 
 def uniform(params: list[torch.Tensor]) -> bool:

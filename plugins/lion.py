@@ -40,7 +40,7 @@ import torch
 from optbench import OptimizerSpec, hookimpl
 
 from . import fused
-from .flatstate import FlatState, flat_for, uniform
+from .flatstate import FlatState, FlatStateMixin, uniform, wanted
 
 _KAPPA_MAX = fused.KAPPA_MAX
 
@@ -218,7 +218,7 @@ def lion_ib_flat(flat: FlatState, params, grads, bc: float | None, lr: float, wd
     torch._foreach_add_(params, flat.out_views, alpha=-lr)
 
 
-class LionIB(torch.optim.Optimizer):
+class LionIB(FlatStateMixin, torch.optim.Optimizer):
     """Lion with a tanh (MMSE sign-estimate) update instead of sign; see the module docstring."""
 
     MODES = ("snr", "temperature")
@@ -249,11 +249,6 @@ class LionIB(torch.optim.Optimizer):
             dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, mode=mode, gain=gain, tau=tau, eps=eps,
                  foreach=foreach, impl=impl, fast_tanh=fast_tanh),
         )
-        self._flat: dict[int, FlatState] = {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self._flat = {}  # the loaded per-parameter moments are the truth; the flat buffers are rebuilt from them
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -288,9 +283,9 @@ class LionIB(torch.optim.Optimizer):
             if impl != "fused":
                 # "auto" below the fused kernel's threshold takes the flat step where it applies; "flat" asked
                 # for where it does not (mixed dtypes, unequal step counts) runs the loop, which is the same step
-                if (impl == "flat" or (asked == "auto" and impl == "loop")) and flat_ready(params, bcs, snr):
+                if wanted(asked, impl) and flat_ready(params, bcs, snr):
                     keys = ("exp_avg", "exp_avg_sq") if snr else ("exp_avg",)
-                    flat = flat_for(self._flat, gi, params, self.state, keys)
+                    flat = self.flat_state(gi, params, keys)
                     lion_ib_flat(flat, params, grads, bcs[0] if snr else None, lr, wd, beta1, beta2, gain,
                                  group["tau"], group["eps"])
                 else:

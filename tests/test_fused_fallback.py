@@ -58,3 +58,27 @@ def test_a_kernel_that_fails_to_compile_falls_back_to_the_loop_once(monkeypatch,
     for a, b, start in zip(*results, init, strict=True):
         assert not torch.equal(a, start)
         assert torch.equal(a, b), f"{case}: the failed step was applied twice or not at all"
+
+
+@pytest.mark.parametrize("name", ["lion-ib", "fadam", "diffgrad"])
+def test_a_copied_optimizer_with_a_flat_step_steps_like_the_original(name: str) -> None:
+    """The flat buffers live outside `state` (a pickled or deep-copied optimizer does not carry them): the copy
+    rebuilds them from its own per-parameter state and takes the same step as the original."""
+    import copy
+
+    build = {"lion-ib": lambda ps: lion.LionIB(ps, lr=1e-2, weight_decay=0.1),
+             "fadam": lambda ps: fadam.FAdam(ps, lr=1e-2), "diffgrad": lambda ps: diffgrad.DiffGrad(ps, lr=1e-2)}[name]
+    gen = torch.Generator().manual_seed(1)
+    params = [torch.randn(6, 4, generator=gen).requires_grad_(True), torch.randn(4, generator=gen).requires_grad_(True)]
+    opt = build(params)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    twin = copy.deepcopy({"params": params, "opt": opt})
+    for p, q in zip(params, twin["params"], strict=True):
+        q.grad = p.grad.clone()
+    opt.step()
+    twin["opt"].step()
+    for p, q in zip(params, twin["params"], strict=True):
+        assert torch.equal(p.detach(), q.detach())
