@@ -257,18 +257,16 @@ def main() -> None:
         dense(args.states, args.seeds)
         return
     registry = load_registry()
-    if args.arithmetic:
-        print("| task | params | Lanczos 30 steps, in training steps | SLQ 4 × 30, in training steps |")
-        print("|---|---|---|---|")
-        for name in args.tasks:
-            arithmetic(name, registry, args.repeats)
-        return
-    if args.products:
-        print("| task | product | per direction, in training steps |")
-        print("|---|---|---|")
-        for name in args.tasks:
-            products(name, registry, args.repeats)
-        return
+    probes = ((args.arithmetic, arithmetic, ("task", "params", "Lanczos 30 steps, in training steps",
+                                             "SLQ 4 × 30, in training steps")),
+              (args.products, products, ("task", "product", "per direction, in training steps")))
+    for asked, probe, header in probes:
+        if asked:
+            print("| " + " | ".join(header) + " |")
+            print("|" + "---|" * len(header))
+            for name in args.tasks:
+                probe(name, registry, args.repeats)
+            return
     print("| task | params | curvature / training batch | step ms | one HVP in steps | metric | HVPs | "
           "cost in training steps |")
     print("|---|---|---|---|---|---|---|---|")

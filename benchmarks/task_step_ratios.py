@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from optbench.registry import get_registry
 from optbench.settings import speed_reference
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = registry.optimizer(name).spec
             for impl in impls:
                 extra = {} if impl is None else {"impl": impl}
-                def build(ps, extra=extra, spec=spec):  # noqa: ANN001, ANN202
+                def build(ps: list, extra: dict = extra, spec: Any = spec) -> Any:
                     return spec.build(ps, **spec.defaults, **extra)
 
                 with pinned_threads(1):
