@@ -20,6 +20,8 @@ Accuracy (--dense): the defaults against dense `eigvalsh` on a 2,738-parameter C
 digits for several numbers of Adam steps, over several probe seeds (the metric step): worst and mean
 relative error of each quantity, and the reported standard errors.
 
+Whether a smaller product budget would keep the stated errors: benchmarks/geometry_frontier.py.
+
 Run: OMP_NUM_THREADS=1 python benchmarks/bench_metrics.py [--tasks cnn-digits resnet-cifar10] [--dense]
 """
 
@@ -67,6 +69,34 @@ def step_timer(task, params) -> Callable[[], float]:
     return step
 
 
+def time_one_hvp(task, params) -> float:
+    """Seconds of one Hessian-vector product on the curvature batch, the first-order graph built untimed."""
+    task.eval()
+    hvp = make_hvp(task, params, [0])
+    hvp([torch.randn_like(p) for p in params])  # builds the first-order graph (once per metric point)
+    v = [torch.randn_like(p) for p in params]
+    t0 = time.perf_counter()
+    hvp(v)
+    elapsed = time.perf_counter() - t0
+    task.train()
+    return elapsed
+
+
+def hvp_in_steps(name: str, registry, repeats: int) -> float:
+    """One product ÷ one training step of the task's model (medians, interleaved): what a product costs."""
+    task = build(name, registry)
+    params = task.parameters()
+    step = step_timer(task, params)
+    task.train()
+    for _ in range(3):
+        step()
+    steps, products = [], []
+    for _ in range(repeats):
+        steps += [step() for _ in range(3)]
+        products.append(time_one_hvp(task, params))
+    return statistics.median(products) / statistics.median(steps)
+
+
 def cost(name: str, registry, repeats: int, curvature_size: int | None) -> None:
     task = build(name, registry)
     if curvature_size is not None:
@@ -80,16 +110,9 @@ def cost(name: str, registry, repeats: int, curvature_size: int | None) -> None:
     task.train()
     for _ in range(3):
         step()
+
     def one_hvp() -> float:
-        task.eval()
-        hvp = make_hvp(task, params, [0])
-        hvp([torch.randn_like(p) for p in params])  # builds the first-order graph (once per metric point)
-        v = [torch.randn_like(p) for p in params]
-        t0 = time.perf_counter()
-        hvp(v)
-        elapsed = time.perf_counter() - t0
-        task.train()
-        return elapsed
+        return time_one_hvp(task, params)
 
     steps, totals, per, single = [], [], {m: [] for m in DEFAULT_SET}, []
     hvps = {}

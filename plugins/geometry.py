@@ -10,25 +10,61 @@ Conventions for an indefinite Hessian (a saddle, or any network away from a mini
 largest *algebraic* eigenvalue; the entropy gap normalises |λ| (p_i = |λ_i| / Σ|λ_j|). Randomness comes from
 a generator seeded by the trial step, so the same state at the same step gives the same numbers.
 
-Budgets are module constants chosen so the default suite stays fast (metrics run at the end only, unless
---metrics-every asks for more); benchmarks/bench_metrics.py measures cost and accuracy against them.
+The product budget is one `Budget` (`BUDGET`), chosen as the cheapest we measured that keeps the errors
+docs/metrics.md states; `benchmarks/bench_metrics.py` measures its cost, and `--frontier` the error of cheaper
+budgets against dense eigvalsh (which is why the default is not cheaper).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 from optbench import ColumnSpec, MetricContext, MetricSpec, MetricWhen, hookimpl
 from optbench import curvature as cv
 
-#: Lanczos steps for sharpness / the spectrum. Run to the end (no early stop): the same basis then serves
-#: Hutch++ for the trace and deflates the top of the spectrum for SLQ, which is where their accuracy comes from
-LANCZOS_STEPS = 30
-#: Hutchinson probes on the complement of the Lanczos basis (Hutch++), one batched product
-TRACE_PROBES = 32
-#: SLQ probes × Lanczos steps per probe for the entropy gaps (the probes advance together, batched)
-SLQ_PROBES = 4
-SLQ_STEPS = 30
+
+@dataclass(frozen=True)
+class Budget:
+    """Hessian-vector products the shared estimators may spend: lanczos_steps + trace_probes +
+    slq_probes × slq_steps in all (182 at the defaults)."""
+
+    #: Lanczos steps for sharpness / the spectrum (at least 12). Run to the end (no early stop): the same basis
+    #: then serves Hutch++ for the trace and deflates the top of the spectrum for SLQ, which is where their
+    #: accuracy comes from
+    lanczos_steps: int = 30
+    #: Hutchinson probes on the complement of the Lanczos basis (Hutch++), one batched product each
+    trace_probes: int = 32
+    #: SLQ probes × Lanczos steps per probe for the entropy gaps (the probes advance together, batched)
+    slq_probes: int = 4
+    slq_steps: int = 30
+
+    def __post_init__(self) -> None:
+        if self.lanczos_steps < 12 or min(self.trace_probes, self.slq_probes, self.slq_steps) < 0:
+            raise ValueError(f"{self} spends fewer than 12 Lanczos steps or a negative count")
+
+    @property
+    def products(self) -> int:
+        return self.lanczos_steps + self.trace_probes + self.slq_probes * self.slq_steps
+
+
+BUDGET = Budget()
+
+
+@contextmanager
+def budget(spend: Budget) -> Iterator[None]:
+    """Use another budget inside the block (benchmarks comparing budgets against dense spectra)."""
+    global BUDGET
+    saved, BUDGET = BUDGET, spend
+    try:
+        yield
+    finally:
+        BUDGET = saved
+
+
 #: Ritz pairs with residual ≤ this × |λmax| are deflated (counted exactly) before SLQ
 DEFLATE_RTOL = 1e-2
 #: eigenvalues stored by hessian-spectrum, and grid points of its smoothed density
@@ -64,7 +100,7 @@ def _device(ctx: MetricContext) -> torch.device:
 def _eigen(ctx: MetricContext, want: int = 1) -> cv.Eigen:
     """The shared Lanczos run, from a Gaussian start: its first product also tells which Hessian rows are
     exactly zero (cached as the probe mask). Rerun longer (and replaced) only if a metric wants more pairs."""
-    steps = max(LANCZOS_STEPS, 2 * want + 10)
+    steps = max(BUDGET.lanczos_steps, 2 * want + 10)
     have: tuple[int, cv.Eigen] | None = ctx.cache.get("geometry.eigen")
     if have is None or have[0] < steps:
         matvec = _matvec(ctx)
@@ -98,7 +134,8 @@ def _quadrature(ctx: MetricContext) -> cv.Quadrature:
         eig = _eigen(ctx)
         idx = eig.converged(DEFLATE_RTOL)
         ctx.cache["geometry.slq"] = cv.slq(
-            _matvec(ctx), _n(ctx), _generator(ctx, 2), _device(ctx), probes=SLQ_PROBES, steps=SLQ_STEPS,
+            _matvec(ctx), _n(ctx), _generator(ctx, 2), _device(ctx), probes=BUDGET.slq_probes,
+            steps=BUDGET.slq_steps,
             deflate=eig.run.ritz_vectors(eig.s[:, idx]), deflated_values=eig.values[idx], mask=_mask(ctx),
             matvecs=_matvecs(ctx),
         )
@@ -124,7 +161,8 @@ def hessian_trace(ctx: MetricContext) -> dict[str, float]:
     lam = _exact(ctx)
     if lam is not None:
         return {"hessian_trace": float(lam.sum()), "hessian_trace_se": 0.0}
-    est = cv.hutchpp_trace(_matvecs(ctx), _eigen(ctx).run, _generator(ctx, 3), TRACE_PROBES, mask=_mask(ctx))
+    est = cv.hutchpp_trace(_matvecs(ctx), _eigen(ctx).run, _generator(ctx, 3), BUDGET.trace_probes,
+                           mask=_mask(ctx))
     return {"hessian_trace": est.value, "hessian_trace_se": est.se}
 
 
