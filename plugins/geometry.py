@@ -10,9 +10,9 @@ Conventions for an indefinite Hessian (a saddle, or any network away from a mini
 largest *algebraic* eigenvalue; the entropy gap normalises |λ| (p_i = |λ_i| / Σ|λ_j|). Randomness comes from
 a generator seeded by the trial step, so the same state at the same step gives the same numbers.
 
-The product budget is one `Budget` (`BUDGET`), chosen as the cheapest we measured that keeps the errors
-docs/metrics.md states; `benchmarks/bench_metrics.py` measures its cost, and `--frontier` the error of cheaper
-budgets against dense eigvalsh (which is why the default is not cheaper).
+The product budget is one `Budget` (`BUDGET`): the one every dense check and every board row was made at.
+`benchmarks/bench_metrics.py` measures its cost; `benchmarks/geometry_frontier.py` measures cheaper budgets
+against dense eigvalsh (none under 158 products kept the errors docs/metrics.md states).
 """
 
 from __future__ import annotations

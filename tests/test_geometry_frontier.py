@@ -42,8 +42,14 @@ def test_the_sweep_measures_small_errors_at_the_default_budget_and_large_ones_at
     assert geometry.Budget().products == 182
 
 
-@pytest.mark.parametrize("bad", [ValueError("boom")])
-def test_a_failing_sweep_still_restores_the_default_budget(bad):
-    with pytest.raises(ValueError), geometry.budget(geometry.Budget(1, 1, 1, 1)):
-        raise bad
+def test_a_failing_sweep_still_restores_the_default_budget():
+    with pytest.raises(RuntimeError, match="inside"), geometry.budget(geometry.Budget(12, 1, 1, 1)):
+        assert geometry.Budget(12, 1, 1, 1) == geometry.BUDGET
+        raise RuntimeError("inside the block")
     assert geometry.Budget() == geometry.BUDGET
+
+
+def test_a_budget_below_the_lanczos_floor_is_refused_rather_than_silently_raised():
+    # _eigen runs at least 12 steps: a smaller budget would under-count its products in the sweep's table
+    with pytest.raises(ValueError, match="12 Lanczos"):
+        geometry.Budget(4, 0, 1, 2)
