@@ -111,14 +111,11 @@ def cost(name: str, registry, repeats: int, curvature_size: int | None) -> None:
     for _ in range(3):
         step()
 
-    def one_hvp() -> float:
-        return time_one_hvp(task, params)
-
     steps, totals, per, single = [], [], {m: [] for m in DEFAULT_SET}, []
     hvps = {}
     for r in range(repeats):
         steps += [step() for _ in range(5)]
-        single.append(one_hvp())
+        single.append(time_one_hvp(task, params))
         t0 = time.perf_counter()
         res = compute_metrics(regs, task, params, r, torch.device("cpu"))
         totals.append(time.perf_counter() - t0)
@@ -230,26 +227,46 @@ def arithmetic(name: str, registry, repeats: int) -> None:
     print(f"| {name} | {n:,} | {statistics.median(tops) / s:.1f} | {statistics.median(blocks) / s:.1f} |")
 
 
-def dense(states: list[int], seeds: int) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from curvature_models import DigitsCNNTask, dense_gaps, dense_hessian, trained_digits_cnn
+def _curvature_models():
+    """tests/curvature_models.py: the digits CNN and the dense Hessian that tests/test_geometry_dense.py uses."""
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import curvature_models
 
+    return curvature_models
+
+
+def digits_dense_hessian(steps: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(model, curvature x, y, dense Hessian) of the 2,738-parameter digits CNN after `steps` Adam steps."""
+    cm = _curvature_models()
+    model, x, y = cm.trained_digits_cnn(steps)
+    h = cm.dense_hessian(torch.nn.functional.cross_entropy(model(x), y), list(model.parameters()), chunk=1024)
+    return model, x, y, h
+
+
+def dense_truth(eigenvalues: np.ndarray) -> dict[str, float]:
+    """The default set's quantities from an ascending dense spectrum (gaps by tests/curvature_models.py)."""
+    g1, g2 = _curvature_models().dense_gaps(eigenvalues)
+    return {"sharpness": float(eigenvalues[-1]), "hessian_trace": float(eigenvalues.sum()),
+            "entropy_gap": g1, "entropy_gap_alpha2": g2}
+
+
+def dense(states: list[int], seeds: int) -> None:
+    task_shell = _curvature_models().DigitsCNNTask
     registry = load_registry()
     regs = [registry.metric(m) for m in DEFAULT_SET]
     print("| Adam steps | n | quantity | dense | worst rel. error | mean rel. error | mean reported SE (rel.) |")
     print("|---|---|---|---|---|---|---|")
     for st in states:
-        model, x, y = trained_digits_cnn(st)
+        model, x, y, h = digits_dense_hessian(st)
         params = list(model.parameters())
         n = sum(p.numel() for p in params)
-        h = dense_hessian(torch.nn.functional.cross_entropy(model(x), y), params, chunk=1024)
-        eig = np.linalg.eigvalsh(h.double().numpy())
-        g1, g2 = dense_gaps(eig)
-        want = {"sharpness": eig[-1], "hessian_trace": eig.sum(), "entropy_gap": g1, "entropy_gap_alpha2": g2}
+        want = dense_truth(np.linalg.eigvalsh(h.double().numpy()))
         got = {k: [] for k in want}
         se = {k: [] for k in want}
         for seed in range(seeds):
-            res = compute_metrics(regs, DigitsCNNTask(model, x, y), params, seed, torch.device("cpu"))
+            res = compute_metrics(regs, task_shell(model, x, y), params, seed, torch.device("cpu"))
             for k in want:
                 got[k].append(res.values[k])
                 se[k].append(res.values[f"{k}_se"])

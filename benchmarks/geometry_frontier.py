@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.bench_metrics import hvp_in_steps
+from benchmarks.bench_metrics import dense_truth, digits_dense_hessian, hvp_in_steps
 from optbench import MetricContext
 from optbench.registry import load_registry
 
@@ -43,28 +41,6 @@ BOUNDS = (1e-5, 0.05, 0.03, 0.03)
 #: 50 training steps' worth of products
 BUDGETS = ((30, 32, 4, 30), (30, 32, 3, 40), (30, 32, 3, 32), (20, 32, 4, 30), (30, 16, 4, 30), (30, 32, 4, 24),
            (30, 32, 2, 30), (30, 16, 2, 20), (20, 8, 2, 16), (15, 8, 2, 12), (20, 0, 1, 20), (12, 4, 1, 8))
-
-
-def dense_states(states: list[int]) -> dict[int, torch.Tensor]:
-    """The digits CNN's dense curvature-batch Hessian (float32, symmetrised) after each number of Adam steps."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from curvature_models import dense_hessian, trained_digits_cnn
-
-    out = {}
-    for st in states:
-        model, x, y = trained_digits_cnn(st)
-        params = list(model.parameters())
-        out[st] = dense_hessian(torch.nn.functional.cross_entropy(model(x), y), params, chunk=1024)
-    return out
-
-
-def truth(eigenvalues: np.ndarray) -> dict[str, float]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from curvature_models import dense_gaps
-
-    g1, g2 = dense_gaps(eigenvalues)
-    return {"sharpness": float(eigenvalues[-1]), "hessian_trace": float(eigenvalues.sum()),
-            "entropy_gap": g1, "entropy_gap_alpha2": g2}
 
 
 def dense_context(hessian: torch.Tensor, step: int) -> MetricContext:
@@ -93,14 +69,17 @@ def worst_errors(hessian: torch.Tensor, want: dict[str, float], seeds: int, regi
     return worst
 
 
-def hutchpp_floor(hessian: torch.Tensor, rel_se: float = 0.025, max_k: int = 300) -> tuple[int, int, int]:
+def hutchpp_floor(hessian: torch.Tensor, rel_se: float = 0.025, max_k: int = 300,
+                  decomposition: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[int, int, int]:
     """(products, k, t): the fewest k + t for a Hutch++ trace with the exact top-|λ| k eigenvectors and t
-    Rademacher probes on the remainder A, whose variance per probe is 2(‖A‖²_F − Σ A²ᵢᵢ)."""
-    lam, vec = np.linalg.eigh(hessian.double().numpy())
+    Rademacher probes on the remainder A, whose variance per probe is 2(‖A‖²_F − Σ A²ᵢᵢ). `decomposition`:
+    the matrix's `numpy.linalg.eigh`, when the caller already has it."""
+    dense = hessian.double().numpy()
+    lam, vec = np.linalg.eigh(dense) if decomposition is None else decomposition
     order = np.argsort(-np.abs(lam))
     lam, vec = lam[order], vec[:, order]
     target = (rel_se * abs(lam.sum())) ** 2
-    diag = np.diag(hessian.double().numpy()).copy()
+    diag = np.diag(dense).copy()
     frob2 = float((lam**2).sum())
     noise = 1e-12 * frob2  # what rounding leaves of an exactly deflated remainder
     best = (math.inf, 0, 0)
@@ -131,14 +110,16 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), cpu, load average {load:.1f}")
     per_hvp = {name: hvp_in_steps(name, registry, args.repeats) for name in ("cnn-digits", "resnet-cifar10")}
     print("one product in training steps: " + ", ".join(f"{k} {v:.2f}" for k, v in per_hvp.items()))
-    hessians = dense_states(args.states)
-    eigen = {st: np.linalg.eigvalsh(h.double().numpy()) for st, h in hessians.items()}
+    hessians = {st: digits_dense_hessian(st)[3] for st in args.states}
+    # one eigendecomposition per state serves the truth and the trace's floor
+    eigen = {st: np.linalg.eigh(h.double().numpy()) for st, h in hessians.items()}
+    truths = {st: dense_truth(lam) for st, (lam, _) in eigen.items()}
 
     print("\n| Adam steps | tr H | Σ|λ| | λmax | fewest products, Hutch++ trace at 2.5% SE (k + t) |")
     print("|---|---|---|---|---|")
     for st, h in hessians.items():
-        total, k, t = hutchpp_floor(h)
-        lam = eigen[st]
+        total, k, t = hutchpp_floor(h, decomposition=eigen[st])
+        lam = eigen[st][0]
         print(f"| {st} | {lam.sum():.4g} | {np.abs(lam).sum():.4g} | {lam[-1]:.4g} | {total} ({k} + {t}) |")
 
     print("\n| Lanczos | trace probes | SLQ | HVPs | training steps (cnn-digits / resnet smoke) | "
@@ -152,7 +133,7 @@ def main() -> None:
         failing = []
         with geometry.budget(spend):
             for st, h in hessians.items():
-                errs = worst_errors(h, truth(eigen[st]), args.seeds, registry)
+                errs = worst_errors(h, truths[st], args.seeds, registry)
                 detail.append((spend, st, errs))
                 worst = {q: max(worst[q], errs[q]) for q in QUANTITIES}
                 if any(errs[q] > b for q, b in zip(QUANTITIES, BOUNDS, strict=True)):

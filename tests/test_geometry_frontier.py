@@ -9,7 +9,8 @@ import torch
 from curvature_models import rotated
 from optbench.plugins import geometry
 
-from benchmarks.geometry_frontier import hutchpp_floor, truth, worst_errors
+from benchmarks.bench_metrics import dense_truth
+from benchmarks.geometry_frontier import hutchpp_floor, worst_errors
 from optbench.registry import load_registry
 
 
@@ -17,7 +18,7 @@ def test_the_hutchpp_floor_is_the_rank_for_a_low_rank_matrix_and_zero_for_the_id
     lam = np.zeros(60)
     lam[:3] = [5.0, 2.0, 1.0]
     assert hutchpp_floor(rotated(lam)) == (3, 3, 0)  # deflating the 3 eigenvectors leaves nothing to sample
-    # Rademacher probes read the trace of a diagonal matrix exactly: no products needed beyond none
+    # Rademacher probes read the trace of a diagonal matrix exactly (zᵢ² = 1): the floor is 0 products
     assert hutchpp_floor(torch.eye(40, dtype=torch.float64))[0] == 0
 
 
@@ -32,7 +33,7 @@ def test_the_sweep_measures_small_errors_at_the_default_budget_and_large_ones_at
     registry = load_registry()
     lam = np.concatenate([[40.0, 20.0, 10.0], np.random.default_rng(1).uniform(-0.5, 1.5, 297)])
     h = rotated(lam)
-    want = truth(np.sort(lam))
+    want = dense_truth(np.sort(lam))
     default = worst_errors(h, want, 2, registry)
     assert default["sharpness"] < 1e-5
     with geometry.budget(geometry.Budget(12, 0, 1, 2)):
